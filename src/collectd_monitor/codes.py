@@ -1,0 +1,74 @@
+"""Result codes carried in the ``code`` field of every result message.
+
+The values up to 0x1100 and 0x2000-0x2009 are the original project's and must
+not change: senders in the field compare against them. New codes live in
+ranges the original leaves free:
+
+* 0x1004-0x100f: message and execution errors of remote commands,
+* 0x200a-0x20ff: config replacement,
+* 0x1200-0x12ff: authentication and freshness (signed commands).
+
+For a command that ran, the code is the command's own exit status (0-255).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ResultCode(enum.IntEnum):
+    SUCCESS = 0
+
+    # -- the original's codes -------------------------------------------------
+    NOT_IMPLEMENTED = 0x1000
+    NO_SERVICES = 0x1001
+    UNKNOWN_SERVICE = 0x1002
+    UNKNOWN_COMMAND = 0x1003
+    DUPLICATE_TASK = 0x1100
+
+    # -- ours: bad messages and command execution ------------------------------
+    MALFORMED_JSON = 0x1004
+    """The payload is not a UTF-8 JSON object (a task_id was salvaged from it)."""
+    MISSING_FIELD = 0x1005
+    """A required field (timestamp, service, command) is absent."""
+    INVALID_FIELD = 0x1006
+    """A field has the wrong type or an unusable value."""
+    COMMAND_TIMEOUT = 0x1007
+    """The command ran past its timeout; its whole process group was killed."""
+    COMMAND_START_FAILED = 0x1008
+    """The command could not be started (no such program, bad working directory...)."""
+    COMMAND_ABORTED = 0x1009
+    """collectd shut down while the command ran; its process group was killed."""
+    BUSY = 0x100A
+    """Too many commands are queued; this one was not run."""
+
+    # -- the original's config replacement codes ----------------------------------
+    REPLACE_IN_PROGRESS = 0x2000
+    REPLACE_WRITE_FAILED = 0x2001
+    REPLACE_CONFIG_BROKEN = 0x2002
+    REPLACE_STOP_FAILED = 0x2003
+    REPLACE_PID_NOT_REMOVED = 0x2004
+    REPLACE_BACKUP_FAILED = 0x2005
+    REPLACE_SWAP_FAILED = 0x2006
+    REPLACE_RECOVERED = 0x2007
+    REPLACE_RECOVERY_FAILED = 0x2008
+    REPLACE_NO_NEW_PID = 0x2009
+    REPLACE_PATH_NOT_FOUND = 0x200A
+
+    # -- ours: authentication and freshness ---------------------------------------
+    SIGNATURE_MISSING = 0x1201
+    SIGNATURE_INVALID = 0x1202
+    MESSAGE_EXPIRED = 0x1203
+    MESSAGE_FROM_FUTURE = 0x1204
+
+    @property
+    def hex(self) -> str:
+        return f"0x{self.value:04x}"
+
+
+def describe(code: int) -> str:
+    """A short human name for ``code``; exit statuses are described as such."""
+    try:
+        return ResultCode(code).name.lower().replace("_", " ") if code else "success"
+    except ValueError:
+        return f"exit status {code}"

@@ -1,0 +1,351 @@
+"""Run whitelisted recovery commands safely.
+
+Every command runs in a new session (so in its own process group), with no
+standard input, off collectd's and the MQTT client's threads. A command that
+passes its timeout, or is still running when collectd stops, is ended by
+signalling its **whole process group**: first SIGTERM, then SIGKILL after a
+short grace. Output is read while the command runs (a full pipe never blocks
+it) and capped; a visible marker says what was cut. The code reported is the
+command's true exit status; death by signal N reads as 128+N, as in a shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collectd_monitor.codes import ResultCode
+from collectd_monitor.config import CommandSpec
+
+log = logging.getLogger(__name__)
+
+SHELL = "/bin/sh"
+_READ_CHUNK = 65536
+_DRAIN_AFTER_EXIT = 0.5
+"""How long to keep reading after the command exited while a background child
+still holds its output pipe (a daemon a restart command left behind)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    output: str
+    errors: str = ""
+    truncated: bool = False
+    timed_out: bool = False
+    aborted: bool = False
+    start_failed: bool = False
+    duration: float = 0.0
+
+    @property
+    def message(self) -> str:
+        """The text a result carries: the command's stdout, plus what happened to it."""
+        if self.start_failed:
+            return self.errors
+        notes = []
+        if self.timed_out:
+            notes.append("[timed out: process group killed]")
+        if self.aborted:
+            notes.append("[aborted: collectd is shutting down; process group killed]")
+        return "\n".join([self.output, *notes]) if notes else self.output
+
+
+class Busy(Exception):
+    """The queue of waiting commands is full."""
+
+
+@dataclass
+class _Capture:
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+    def text(self) -> str:
+        text = bytes(self.data).decode("utf-8", errors="replace")
+        if self.total > self.limit:
+            text += f"\n[output cut at {self.limit} bytes of {self.total}]"
+        elif text.endswith("\n"):
+            text = text[:-1]
+        return text
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _child_env(spec: CommandSpec) -> dict[str, str] | None:
+    if spec.env_allow is None and not spec.env:
+        return None  # inherit collectd's environment, as the original does
+    base = os.environ if spec.env_allow is None else {
+        name: os.environ[name] for name in spec.env_allow if name in os.environ
+    }
+    env = dict(base)
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(spec.env)
+    return env
+
+
+class Handle:
+    """A command being run; lets another thread end it."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.aborted = False
+        self._lock = threading.Lock()
+
+    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self.proc = proc
+            if self.aborted:
+                _signal_group(proc, signal.SIGKILL)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            if self.proc is not None:
+                _signal_group(self.proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session: the group id is the pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_command(
+    spec: CommandSpec,
+    *,
+    timeout: float,
+    max_output: int,
+    kill_grace: float = 1.0,
+    handle: Handle | None = None,
+) -> Outcome:
+    """Run ``spec`` to completion, its timeout, or an abort through ``handle``."""
+    handle = handle or Handle()
+    started = time.monotonic()
+    argv = list(spec.argv) if spec.argv is not None else [SHELL, "-c", spec.line or ""]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            cwd=spec.cwd,
+            env=_child_env(spec),
+            user=spec.user,
+            group=spec.group,
+            extra_groups=[] if spec.user is not None and os.geteuid() == 0 else None,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        return Outcome(
+            code=ResultCode.COMMAND_START_FAILED,
+            output="",
+            errors=f"cannot start {spec.label}: {exc}",
+            start_failed=True,
+            duration=time.monotonic() - started,
+        )
+    handle.attach(proc)
+    out, err = _Capture(max_output), _Capture(max_output)
+    deadline = started + timeout
+    timed_out = False
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        assert proc.stdout is not None and proc.stderr is not None
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        while selector.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > _DRAIN_AFTER_EXIT:
+                break
+            for key, _ in selector.select(min(deadline - now, 0.25)):
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if chunk:
+                    key.data.feed(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+    proc.stdout.close()
+    proc.stderr.close()
+    if timed_out:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(kill_grace)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc, signal.SIGKILL)  # the stragglers of the group too
+        proc.wait()
+    else:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    code = _exit_code(proc.returncode)
+    if handle.aborted:
+        code = ResultCode.COMMAND_ABORTED
+    elif timed_out:
+        code = ResultCode.COMMAND_TIMEOUT
+    return Outcome(
+        code=code,
+        output=out.text(),
+        errors=err.text(),
+        truncated=out.total > out.limit,
+        timed_out=timed_out and not handle.aborted,
+        aborted=handle.aborted,
+        duration=time.monotonic() - started,
+    )
+
+
+@dataclass
+class Job:
+    spec: CommandSpec
+    on_done: Callable[[Outcome], None]
+    label: str = ""
+
+
+Runner = Callable[..., Outcome]
+
+_NOT_RUN = Outcome(
+    code=ResultCode.COMMAND_ABORTED,
+    output="",
+    errors="not run: collectd is shutting down",
+    start_failed=True,
+)
+
+
+class CommandExecutor:
+    """A bounded pool of worker threads that run jobs and report outcomes.
+
+    ``submit`` never blocks: when ``max_queued`` jobs already wait it raises
+    :class:`Busy`. ``shutdown`` ends running commands (their outcomes say
+    *aborted*) and reports jobs that never started as aborted too, so that
+    every job's ``on_done`` is called exactly once.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: int = 4,
+        max_queued: int = 64,
+        default_timeout: float = 60.0,
+        max_output: int = 64 * 1024,
+        kill_grace: float = 1.0,
+        runner: Runner = run_command,
+    ) -> None:
+        self._max_concurrent = max_concurrent
+        self._queue: queue.Queue[Job | None] = queue.Queue(max_queued)
+        self._default_timeout = default_timeout
+        self._max_output = max_output
+        self._kill_grace = kill_grace
+        self._runner = runner
+        self._workers: list[threading.Thread] = []
+        self._running: dict[int, Handle] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._closing:
+                raise Busy("shutting down")
+            while len(self._workers) < self._max_concurrent:
+                worker = threading.Thread(
+                    target=self._work, name=f"cm-exec-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise Busy(f"{self._queue.maxsize} commands already waiting") from None
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            handle = Handle()
+            with self._lock:
+                if self._closing:
+                    handle.aborted = True
+                self._running[id(handle)] = handle
+            try:
+                if handle.aborted:
+                    outcome = _NOT_RUN
+                else:
+                    outcome = self._runner(
+                        job.spec,
+                        timeout=job.spec.timeout or self._default_timeout,
+                        max_output=self._max_output,
+                        kill_grace=self._kill_grace,
+                        handle=handle,
+                    )
+            except Exception as exc:  # never let a worker die
+                log.exception("command %s failed unexpectedly", job.spec.label)
+                outcome = Outcome(
+                    code=ResultCode.COMMAND_START_FAILED,
+                    output="",
+                    errors=f"internal error running {job.spec.label}: {exc}",
+                    start_failed=True,
+                )
+            finally:
+                with self._lock:
+                    self._running.pop(id(handle), None)
+            self._report(job, outcome)
+
+    @staticmethod
+    def _report(job: Job, outcome: Outcome) -> None:
+        try:
+            job.on_done(outcome)
+        except Exception:
+            log.exception("reporting the result of %s failed", job.spec.label)
+
+    def shutdown(self, timeout: float = 0.5) -> None:
+        """Abort everything and wait up to ``timeout`` for outcomes to be reported."""
+        with self._lock:
+            self._closing = True
+            handles = list(self._running.values())
+            workers = list(self._workers)
+        for handle in handles:
+            handle.abort()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._report(job, _NOT_RUN)
+        for _ in workers:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:  # the workers are daemon threads; they die with collectd
+                break
+        end = time.monotonic() + timeout
+        for worker in workers:
+            worker.join(max(end - time.monotonic(), 0))
+

@@ -1,0 +1,102 @@
+"""Logging for the plugins: to collectd's log by default, or stdout / syslog.
+
+All package loggers hang below ``collectd_monitor``; this module gives that
+logger its one handler. A filter masks every configured secret in every
+record, so a password never reaches a log even through an exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+ROOT = "collectd_monitor"
+
+LEVELS = {
+    "fatal": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+
+MASK = "********"
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+            if record.exc_text:
+                record.exc_text = record.exc_text.replace(secret, MASK)
+        record.msg, record.args = text, None
+        return True
+
+
+class CollectdHandler(logging.Handler):
+    """Hands records to collectd's logging functions (``collectd.error``...)."""
+
+    def __init__(self, collectd: Any, debug_as_info: bool = False) -> None:
+        super().__init__()
+        self.collectd = collectd
+        self.debug_as_info = debug_as_info
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self.collectd.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.collectd.warning(text)
+            elif record.levelno >= logging.INFO or self.debug_as_info:
+                # collectd drops debug() unless built with debugging.
+                self.collectd.info(text)
+            else:
+                self.collectd.debug(text)
+        except Exception:
+            self.handleError(record)
+
+
+def configure(
+    device: str = "collectd",
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    collectd: Any = None,
+) -> logging.Logger:
+    """(Re)configure the package logger. Safe to call from each plugin."""
+    logger = logging.getLogger(ROOT)
+    for old in list(logger.handlers):
+        if getattr(old, "_collectd_monitor", False):
+            logger.removeHandler(old)
+    handler: logging.Handler
+    if device == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+        fmt = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+    elif device == "syslog":
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        fmt = "collectd-monitor[%(process)d]: %(name)s: %(message)s"
+    elif collectd is not None:
+        handler = CollectdHandler(collectd, debug_as_info=level == "debug")
+        fmt = "%(name)s: %(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(RedactSecrets(secrets))
+    handler._collectd_monitor = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(LEVELS.get(level, logging.INFO))
+    logger.propagate = False
+    return logger
