@@ -1,0 +1,147 @@
+"""``send-command`` and ``send-config``: ask a host to act, print its result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from typing import Any
+
+from collectd_monitor.cli.status import (
+    EXIT_CONNECTION,
+    EXIT_OK,
+    EXIT_REMOTE_FAILED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
+from collectd_monitor.codes import describe
+from collectd_monitor.config import BrokerSettings, default_topics, load_config, parse_host
+from collectd_monitor.errors import AuthError, ConfigError, TransportError
+from collectd_monitor.protocol import encode_command, encode_config
+from collectd_monitor.sender import ResultTimeout, Sender, new_task_id
+
+PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--config", metavar="FILE",
+                       help="read broker settings and topics from this config.json "
+                       "(options below override it)")
+    group.add_argument("--host", help="broker as HOST or HOST:PORT (default localhost; "
+                       "port 1883, or 8883 with --secure)")
+    group.add_argument("--user", help="user name on the broker")
+    group.add_argument("--password", help=f"password on the broker (or set ${PASSWORD_ENV})")
+    group.add_argument("--secure", action="store_true", default=None, help="use TLS")
+    group.add_argument("--ca-file", metavar="FILE", help="CA certificates to trust (implies --secure)")
+    group.add_argument("--cert-file", metavar="FILE", help="client certificate for mutual TLS")
+    group.add_argument("--key-file", metavar="FILE", help="private key of --cert-file")
+    group.add_argument("--qos", type=int, choices=(0, 1, 2), help="MQTT QoS (default 2)")
+    group.add_argument("--topic", help="the host's command topic")
+    group.add_argument("--result-topic", help="the host's result topic")
+    group.add_argument("--to", metavar="HOSTNAME",
+                       help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def register(subparsers: Any) -> None:
+    cmd = subparsers.add_parser(
+        "send-command", help="run a recovery command on a host and print its result",
+        description="Send SERVICE COMMAND to a host's command topic and wait for the result "
+        "with the same task_id. Prints the result as JSON on stdout.",
+    )
+    cmd.add_argument("service")
+    cmd.add_argument("command")
+    cmd.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="how long to wait for the result (default 30)")
+    add_connection_options(cmd)
+    cmd.set_defaults(handler=send_command)
+
+    conf = subparsers.add_parser(
+        "send-config", help="replace a host's collectd.conf and print the result",
+        description="Push a whole collectd.conf to a host, which validates it, applies it, "
+        "restarts collectd and rolls back on failure. Prints the result as JSON on stdout.",
+    )
+    conf.add_argument("path", help="the new collectd.conf")
+    conf.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                      help="how long to wait for the result (default 120)")
+    add_connection_options(conf)
+    conf.set_defaults(handler=send_config)
+
+
+def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str, str]:
+    """Broker settings and topics from --config, then the explicit options."""
+    if args.config:
+        config = load_config(path=args.config)
+        settings, topic, result_topic = config.broker, config.command_topic, config.result_topic
+    else:
+        settings = BrokerSettings()
+        topic, result_topic = default_topics()
+    if args.to:
+        topic, result_topic = default_topics(args.to)
+    secure = settings.secure if args.secure is None else True
+    if args.ca_file or args.cert_file:
+        secure = True
+    changes: dict[str, Any] = {"secure": secure}
+    if args.host:
+        try:
+            changes["host"], changes["port"] = parse_host(args.host, secure)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="--host") from None
+    elif secure and not settings.secure:
+        changes["port"] = 8883
+    password = args.password or os.environ.get(PASSWORD_ENV)
+    for key, value in (("user", args.user), ("password", password), ("ca_file", args.ca_file),
+                       ("cert_file", args.cert_file), ("key_file", args.key_file),
+                       ("qos", args.qos)):
+        if value is not None:
+            changes[key] = value
+    return (replace(settings, **changes), args.topic or topic, args.result_topic or result_topic)
+
+
+def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persistent: bool) -> int:
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"collectd-monitor: {text}", file=sys.stderr)
+
+    try:
+        settings, topic, result_topic = connection_from_args(args)
+    except ConfigError as exc:
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sender = Sender(settings, topic, result_topic, persistent=persistent, progress=progress)
+    progress(f"sending {what} as task {payload['task_id']} to {topic} at {settings.address}")
+    try:
+        result = sender.request(payload, timeout=args.timeout)
+    except AuthError as exc:
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
+    except TransportError as exc:
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
+    except ResultTimeout as exc:
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
+    if result.code != 0:
+        progress(f"task {result.task_id} failed: code {result.code} ({describe(result.code)})")
+        return EXIT_REMOTE_FAILED
+    return EXIT_OK
+
+
+def send_command(args: argparse.Namespace) -> int:
+    payload = encode_command(new_task_id(), args.service, args.command)
+    return _send(args, payload, f"{args.service}/{args.command}", persistent=False)
+
+
+def send_config(args: argparse.Namespace) -> int:
+    try:
+        with open(args.path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"collectd-monitor: cannot read {args.path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    payload = encode_config(new_task_id(), text)
+    return _send(args, payload, f"config {args.path} ({len(text)} bytes)", persistent=True)

@@ -1,0 +1,165 @@
+"""The sending side: publish one request and wait for the result with its task_id.
+
+Unlike the original sender, which took the first message on the result topic
+and waited forever, this one matches the task_id, gives up after a deadline,
+and rides out a dropped broker connection (reconnecting and resubscribing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collectd_monitor.config import BrokerSettings
+from collectd_monitor.errors import AuthError, MonitorError, TransportError
+from collectd_monitor.protocol import Result
+from collectd_monitor.transport import configure_client
+
+log = logging.getLogger(__name__)
+
+
+class ResultTimeout(MonitorError):
+    pass
+
+
+def new_task_id() -> int:
+    """A random id in 1..2^32, as the original's senders pick them."""
+    return random.SystemRandom().randint(1, 2**32)
+
+
+class Sender:
+    """One MQTT session that sends a request and collects its result.
+
+    With ``persistent`` the session survives a dropped connection on the
+    broker's side (clean session off), so a result published while we were
+    away is still delivered; the session is cleared when we are done.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topic: str,
+        result_topic: str,
+        *,
+        persistent: bool = False,
+        connect_timeout: float = 5.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.result_topic = result_topic
+        self.persistent = persistent
+        self.connect_timeout = connect_timeout
+        self.progress = progress or (lambda _text: None)
+
+    def _client(self, client_id: str, clean: bool) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+            protocol=mqtt.MQTTv311,
+        )
+        client.connect_timeout = self.connect_timeout
+        configure_client(client, self.settings)
+        client.reconnect_delay_set(0.2, 2)
+        return client
+
+    def request(self, payload: Mapping[str, Any], timeout: float) -> Result:
+        """Send ``payload`` (which carries its task_id) and return the matching result.
+
+        Raises :class:`TransportError` / :class:`AuthError` when the broker cannot
+        be reached or refuses us, :class:`ResultTimeout` when no result comes.
+        """
+        task_id = payload["task_id"]
+        client_id = f"collectd-monitor-sender-{task_id}"
+        client = self._client(client_id, clean=not self.persistent)
+        connack: dict[str, Any] = {}
+        connected = threading.Event()
+        subscribed = threading.Event()
+        done = threading.Event()
+        result: list[Result] = []
+        sent = threading.Event()
+        body = json.dumps(dict(payload), ensure_ascii=False).encode("utf-8")
+
+        def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            try:
+                connack["reason"] = reason
+                connected.set()
+                if not reason.is_failure:
+                    if sent.is_set():
+                        self.progress("reconnected to the broker; still waiting")
+                    c.subscribe(self.result_topic, self.settings.qos)
+            except Exception:
+                log.exception("connect handler")
+
+        def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
+            try:
+                subscribed.set()
+                if not sent.is_set():
+                    sent.set()
+                    c.publish(self.topic, body, qos=self.settings.qos)
+            except Exception:
+                log.exception("subscribe handler")
+
+        def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+            try:
+                answer = Result.decode(message.payload)
+            except ValueError:
+                return
+            if answer.task_id == task_id and not done.is_set():
+                result.append(answer)
+                done.set()
+
+        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not done.is_set() and sent.is_set():
+                self.progress(f"lost the broker connection ({reason}); reconnecting")
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.on_disconnect = on_disconnect
+        try:
+            client.connect(self.settings.host, self.settings.port, keepalive=60)
+        except ssl.SSLError as exc:
+            raise TransportError(f"TLS with {self.settings.address} failed: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot connect to {self.settings.address}: {exc}") from None
+        deadline = time.monotonic() + timeout
+        client.loop_start()
+        try:
+            if not connected.wait(self.connect_timeout):
+                raise TransportError(f"no answer from the broker at {self.settings.address}")
+            reason = connack["reason"]
+            if reason.is_failure:
+                text = str(reason)
+                if "authori" in text.lower() or "password" in text.lower():
+                    raise AuthError(f"the broker refused our credentials: {text}")
+                raise TransportError(f"the broker refused the connection: {text}")
+            if not done.wait(max(deadline - time.monotonic(), 0)):
+                raise ResultTimeout(
+                    f"no result for task {task_id} within {timeout:g} s"
+                    + ("" if subscribed.is_set() else " (never subscribed)")
+                )
+            return result[0]
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            if self.persistent:
+                self._clear_session(client_id)
+
+    def _clear_session(self, client_id: str) -> None:
+        """Drop our persistent session on the broker: connect once with clean session."""
+        client = self._client(client_id, clean=True)
+        try:
+            client.connect(self.settings.host, self.settings.port, keepalive=10)
+            client.loop(0.2)
+            client.disconnect()
+        except (OSError, ValueError):
+            pass
