@@ -257,12 +257,16 @@ def parse_host(value: str, secure: bool) -> tuple[str, int]:
         host, sep, rest = text[1:].partition("]")
         if not sep:
             raise ValueError(f"unbalanced '[' in {value!r}")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected {rest!r} after ']' in {value!r}")
+        port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:  # a name, an IPv4 address or a bare IPv6 address
-        host, port_text = text, ""
-    if not port_text:
+        host, port_text = text, None
+    if not host:
+        raise ValueError(f"no host name in {value!r}")
+    if port_text is None:
         return host, default
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port in {value!r}")
