@@ -31,8 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.protocol import encode_command
 from collectd_monitor.sandbox import Broker, Collectd
-from collectd_monitor.transport import set_nodelay
 from collectd_monitor.sender import Sender
+from collectd_monitor.transport import set_nodelay
 
 COMMAND_TOPIC = "bench/command"
 RESULT_TOPIC = "bench/result"
@@ -46,17 +46,25 @@ def percentile(samples: list[float], q: float) -> float:
 
 def row(name: str, samples: list[float]) -> str:
     ms = [s * 1000 for s in samples]
-    return (f"| {name:<44} | {len(ms):>5} | {statistics.median(ms):>8.2f} | "
-            f"{percentile(ms, 99):>8.2f} | {max(ms):>8.2f} |")
+    return (
+        f"| {name:<44} | {len(ms):>5} | {statistics.median(ms):>8.2f} | "
+        f"{percentile(ms, 99):>8.2f} | {max(ms):>8.2f} |"
+    )
 
 
 def start_monitor(workdir: Path, broker: Broker, name: str, plugin: bool = True) -> Collectd:
     config = workdir / f"{name}.json"
-    config.write_text(json.dumps({
-        "Host": broker.host, "CommandTopic": COMMAND_TOPIC, "CommandResultTopic": RESULT_TOPIC,
-        "ClientId": f"bench-{name}",
-        "Services": {"bench": {"commands": {"true": ["/bin/true"], "hang": "sleep 60"}}},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "Host": broker.host,
+                "CommandTopic": COMMAND_TOPIC,
+                "CommandResultTopic": RESULT_TOPIC,
+                "ClientId": f"bench-{name}",
+                "Services": {"bench": {"commands": {"true": ["/bin/true"], "hang": "sleep 60"}}},
+            }
+        )
+    )
     modules = {"collectd_monitor.remote": {"MonitorConfigPath": str(config)}} if plugin else {}
     collectd = Collectd(workdir / name, modules=modules, hostname=name)
     return collectd.start(wait_log="connected to" if plugin else "Initialization complete")
@@ -97,8 +105,21 @@ def sender_round_trips(broker: Broker, count: int) -> list[float]:
 
 
 def cli_round_trips(broker: Broker, count: int) -> list[float]:
-    argv = [sys.executable, "-m", "collectd_monitor", "send-command", "bench", "true", "-q",
-            "--host", broker.host, "--topic", COMMAND_TOPIC, "--result-topic", RESULT_TOPIC]
+    argv = [
+        sys.executable,
+        "-m",
+        "collectd_monitor",
+        "send-command",
+        "bench",
+        "true",
+        "-q",
+        "--host",
+        broker.host,
+        "--topic",
+        COMMAND_TOPIC,
+        "--result-topic",
+        RESULT_TOPIC,
+    ]
     samples = []
     for _ in range(count):
         started = time.perf_counter()
@@ -107,16 +128,34 @@ def cli_round_trips(broker: Broker, count: int) -> list[float]:
     return samples
 
 
-def stop_times(workdir: Path, broker: Broker, runs: int, *, plugin: bool, busy: bool) -> list[float]:
+def stop_times(
+    workdir: Path, broker: Broker, runs: int, *, plugin: bool, busy: bool
+) -> list[float]:
     samples = []
     for n in range(runs):
         name = f"stop-{'p' if plugin else 'n'}{'b' if busy else 'i'}-{n}"
         collectd = start_monitor(workdir, broker, name, plugin=plugin)
         if busy:
             done = subprocess.run(
-                [sys.executable, "-m", "collectd_monitor", "send-command", "bench", "hang", "-q",
-                 "--host", broker.host, "--topic", COMMAND_TOPIC, "--result-topic",
-                 RESULT_TOPIC, "--timeout", "0.3"], capture_output=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "collectd_monitor",
+                    "send-command",
+                    "bench",
+                    "hang",
+                    "-q",
+                    "--host",
+                    broker.host,
+                    "--topic",
+                    COMMAND_TOPIC,
+                    "--result-topic",
+                    RESULT_TOPIC,
+                    "--timeout",
+                    "0.3",
+                ],
+                capture_output=True,
+            )
             assert done.returncode == 3, done.stderr  # still running: no result yet
         took = collectd.stop()
         if took < 0:
@@ -138,19 +177,39 @@ def main() -> None:
         collectd = start_monitor(workdir, broker, "main")
         try:
             plugin_round_trips(broker, 20)  # warm-up
-            rows.append(row("plugin round trip (one client, QoS 2)",
-                            plugin_round_trips(broker, args.requests)))
-            rows.append(row("send-command, library (connect..result)",
-                            sender_round_trips(broker, max(args.requests // 3, 10))))
+            rows.append(
+                row(
+                    "plugin round trip (one client, QoS 2)",
+                    plugin_round_trips(broker, args.requests),
+                )
+            )
+            rows.append(
+                row(
+                    "send-command, library (connect..result)",
+                    sender_round_trips(broker, max(args.requests // 3, 10)),
+                )
+            )
             rows.append(row("send-command, whole process", cli_round_trips(broker, args.cli_runs)))
         finally:
             collectd.stop()
-        rows.append(row("collectd stop, no plugin",
-                        stop_times(workdir, broker, args.stops, plugin=False, busy=False)))
-        rows.append(row("collectd stop, plugin idle",
-                        stop_times(workdir, broker, args.stops, plugin=True, busy=False)))
-        rows.append(row("collectd stop, plugin running a command",
-                        stop_times(workdir, broker, args.stops, plugin=True, busy=True)))
+        rows.append(
+            row(
+                "collectd stop, no plugin",
+                stop_times(workdir, broker, args.stops, plugin=False, busy=False),
+            )
+        )
+        rows.append(
+            row(
+                "collectd stop, plugin idle",
+                stop_times(workdir, broker, args.stops, plugin=True, busy=False),
+            )
+        )
+        rows.append(
+            row(
+                "collectd stop, plugin running a command",
+                stop_times(workdir, broker, args.stops, plugin=True, busy=True),
+            )
+        )
     finally:
         broker.stop()
     print("\nRemote commands on loopback (times in ms; trivial command = /bin/true)\n")

@@ -39,16 +39,22 @@ Verifier = Callable[[Request], None]
 """Raises :class:`ProtocolError` for a message that must not be acted upon."""
 
 
-def lookup_command(config: MonitorConfig, service: str, command: str, task_id: TaskId) -> CommandSpec:
+def lookup_command(
+    config: MonitorConfig, service: str, command: str, task_id: TaskId
+) -> CommandSpec:
     if not config.services:
-        raise ProtocolError(ResultCode.NO_SERVICES, "no services are configured on this host", task_id)
+        raise ProtocolError(
+            ResultCode.NO_SERVICES, "no services are configured on this host", task_id
+        )
     entry = config.services.get(service)
     if entry is None:
         raise ProtocolError(ResultCode.UNKNOWN_SERVICE, f"unknown service {service!r}", task_id)
     spec = entry.commands.get(command)
     if spec is None:
         raise ProtocolError(
-            ResultCode.UNKNOWN_COMMAND, f"unknown command {command!r} for service {service!r}", task_id
+            ResultCode.UNKNOWN_COMMAND,
+            f"unknown command {command!r} for service {service!r}",
+            task_id,
         )
     return spec
 
@@ -116,7 +122,7 @@ class RemoteAgent:
     # -- messages ---------------------------------------------------------------------
 
     def _on_mqtt_message(self, message: mqtt.MQTTMessage) -> None:
-        self.handle_payload(message.payload)
+        self.handle_payload(bytes(message.payload))
 
     def handle_payload(self, payload: bytes) -> None:
         try:
@@ -125,7 +131,9 @@ class RemoteAgent:
                 verify(request)
             if not self.seen.add(request.task_id):
                 raise ProtocolError(
-                    ResultCode.DUPLICATE_TASK, f"task {request.task_id} was already received", request.task_id
+                    ResultCode.DUPLICATE_TASK,
+                    f"task {request.task_id} was already received",
+                    request.task_id,
                 )
             if isinstance(request, ConfigRequest):
                 self._handle_config(request)

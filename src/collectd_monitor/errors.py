@@ -1,10 +1,10 @@
 """The package's exception tree.
 
-    MonitorError
-    ├── ConfigError        a config file or key is missing or invalid (names both)
-    ├── ProtocolError      a message cannot be accepted (carries a result code)
-    └── TransportError     the MQTT link cannot be set up or used
-        └── AuthError      the broker refused our credentials
+MonitorError
+├── ConfigError        a config file or key is missing or invalid (names both)
+├── ProtocolError      a message cannot be accepted (carries a result code)
+└── TransportError     the MQTT link cannot be set up or used
+    └── AuthError      the broker refused our credentials
 """
 
 from __future__ import annotations

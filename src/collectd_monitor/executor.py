@@ -90,9 +90,11 @@ def _exit_code(returncode: int) -> int:
 def _child_env(spec: CommandSpec) -> dict[str, str] | None:
     if spec.env_allow is None and not spec.env:
         return None  # inherit collectd's environment, as the original does
-    base = os.environ if spec.env_allow is None else {
-        name: os.environ[name] for name in spec.env_allow if name in os.environ
-    }
+    base = (
+        os.environ
+        if spec.env_allow is None
+        else {name: os.environ[name] for name in spec.env_allow if name in os.environ}
+    )
     env = dict(base)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.update(spec.env)
@@ -348,4 +350,3 @@ class CommandExecutor:
         end = time.monotonic() + timeout
         for worker in workers:
             worker.join(max(end - time.monotonic(), 0))
-

@@ -95,7 +95,7 @@ def configure(
         fmt = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(RedactSecrets(secrets))
-    handler._collectd_monitor = True  # type: ignore[attr-defined]
+    setattr(handler, "_collectd_monitor", True)  # noqa: B010 - a marker on a stdlib object
     logger.addHandler(handler)
     logger.setLevel(LEVELS.get(level, logging.INFO))
     logger.propagate = False

@@ -130,7 +130,9 @@ def decode_request(payload: bytes) -> CommandRequest | ConfigRequest:
             int(match.group(1)) if match else None,
         ) from None
     except RecursionError:
-        raise ProtocolError(ResultCode.MALFORMED_JSON, "malformed message: nested too deep")
+        raise ProtocolError(
+            ResultCode.MALFORMED_JSON, "malformed message: nested too deep"
+        ) from None
     if not isinstance(data, dict):
         raise ProtocolError(
             ResultCode.MALFORMED_JSON, f"message is a JSON {type(data).__name__}, not an object"
@@ -187,7 +189,9 @@ def decode_request(payload: bytes) -> CommandRequest | ConfigRequest:
     )
 
 
-def encode_command(task_id: int, service: str, command: str, timestamp: str | None = None) -> dict[str, Any]:
+def encode_command(
+    task_id: int, service: str, command: str, timestamp: str | None = None
+) -> dict[str, Any]:
     return {
         "task_id": task_id,
         "timestamp": timestamp or format_timestamp(),

@@ -47,7 +47,7 @@ def _init() -> None:
     restore_sigchld()
     logsetup.configure(collectd=collectd)
     if not _configured:
-        collectd.error(f"{NAME}: no <Module \"{NAME}\"> block with MonitorConfigPath; plugin idle")
+        collectd.error(f'{NAME}: no <Module "{NAME}"> block with MonitorConfigPath; plugin idle')
         return
     _agent = start_remote(_options, collectd=collectd, offline=offline())
 

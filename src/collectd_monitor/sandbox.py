@@ -38,7 +38,7 @@ def free_port() -> int:
 def wait_for(
     condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition"
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy; raise TimeoutError after ``timeout``."""
+    """Poll ``condition`` until it is truthy; raise TimeoutError after ``timeout`` s."""
     end = time.monotonic() + timeout
     while True:
         value = condition()
@@ -121,14 +121,40 @@ def make_certs(directory: Path) -> Certs:
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for name in ("ca", "other-ca"):
-        run("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3",
-            "-subj", f"/CN=collectd-monitor test {name}")
+        run(
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "3",
+            "-subj",
+            f"/CN=collectd-monitor test {name}",
+        )
     (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for name, cn in (("server", "127.0.0.1"), ("client", "collectd-monitor-client")):
         run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "3", "-extfile", f"{name}.ext")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "3",
+            "-extfile",
+            f"{name}.ext",
+        )
     for key in directory.glob("*.key"):
         key.chmod(0o600)
     return Certs(
@@ -150,7 +176,10 @@ class _Process:
     def _spawn(self, argv: list[str], log: Path) -> None:
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -193,7 +222,8 @@ class Broker(_Process):
         passwd.write_text("")
         subprocess.run(
             [MOSQUITTO_PASSWD, "-b", str(passwd), self.user, self.password],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         passwd.chmod(0o600)
         conf = [
@@ -216,11 +246,19 @@ class Broker(_Process):
             f"password_file {passwd}",
         ]
         if self.certs is not None:
-            tls = [f"cafile {self.certs.ca}", f"certfile {self.certs.server_cert}",
-                   f"keyfile {self.certs.server_key}"]
+            tls = [
+                f"cafile {self.certs.ca}",
+                f"certfile {self.certs.server_cert}",
+                f"keyfile {self.certs.server_key}",
+            ]
             conf += ["", f"listener {self.tls_port} {LOOPBACK}", "allow_anonymous true", *tls]
-            conf += ["", f"listener {self.mtls_port} {LOOPBACK}", "allow_anonymous true", *tls,
-                     "require_certificate true"]
+            conf += [
+                "",
+                f"listener {self.mtls_port} {LOOPBACK}",
+                "allow_anonymous true",
+                *tls,
+                "require_certificate true",
+            ]
         conf += ["", self.extra_conf]
         path = self.directory / "mosquitto.conf"
         path.write_text("\n".join(conf) + "\n")
@@ -236,7 +274,9 @@ class Broker(_Process):
         ports = [self.port, self.password_port] + (
             [self.tls_port, self.mtls_port] if self.certs else []
         )
-        wait_for(lambda: all(port_open(p) for p in ports) or self._died(), timeout, what="mosquitto")
+        wait_for(
+            lambda: all(port_open(p) for p in ports) or self._died(), timeout, what="mosquitto"
+        )
         if self._died():
             raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
         return self
@@ -281,34 +321,37 @@ class Collectd(_Process):
         return self.directory / "collectd.log"
 
     def render_config(self) -> str:
-        return "\n".join([
-            f'Hostname "{self.hostname}"',
-            "FQDNLookup false",
-            f'BaseDir "{self.directory}"',
-            f'PIDFile "{self.pid_path}"',
-            f'PluginDir "{PLUGIN_DIR}"',
-            f'TypesDB "{TYPES_DB}"',
-            f"Interval {self.interval}",
-            "",
-            "LoadPlugin logfile",
-            "<Plugin logfile>",
-            "  LogLevel info",
-            f'  File "{self.log_path}"',
-            "  Timestamp true",
-            "  PrintSeverity true",
-            "</Plugin>",
-            "",
-            self.extra_conf,
-            python_block(self.modules) if self.modules else "",
-        ])
+        return "\n".join(
+            [
+                f'Hostname "{self.hostname}"',
+                "FQDNLookup false",
+                f'BaseDir "{self.directory}"',
+                f'PIDFile "{self.pid_path}"',
+                f'PluginDir "{PLUGIN_DIR}"',
+                f'TypesDB "{TYPES_DB}"',
+                f"Interval {self.interval}",
+                "",
+                "LoadPlugin logfile",
+                "<Plugin logfile>",
+                "  LogLevel info",
+                f'  File "{self.log_path}"',
+                "  Timestamp true",
+                "  PrintSeverity true",
+                "</Plugin>",
+                "",
+                self.extra_conf,
+                python_block(self.modules) if self.modules else "",
+            ]
+        )
 
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.render_config())
         return self.conf_path
 
-    def start(self, *, daemon: bool = False, wait_log: str | None = None,
-              timeout: float = 15.0) -> Collectd:
+    def start(
+        self, *, daemon: bool = False, wait_log: str | None = None, timeout: float = 15.0
+    ) -> Collectd:
         """Start collectd in the foreground (default) or daemonized with a pid file."""
         if not self.conf_path.exists():
             self.write_config()
@@ -321,8 +364,12 @@ class Collectd(_Process):
         else:
             with open(self.directory / "collectd.stdout", "ab") as out:
                 self.proc = subprocess.Popen(
-                    [*argv, "-f"], stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                    [*argv, "-f"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
                 )
         if wait_log is not None:
             self.wait_log(wait_log, timeout)

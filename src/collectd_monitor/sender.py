@@ -63,12 +63,14 @@ class Sender:
 
     def _client(self, client_id: str, clean: bool) -> mqtt.Client:
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean,
             protocol=mqtt.MQTTv311,
         )
         client.connect_timeout = self.connect_timeout
         configure_client(client, self.settings)
-        client.reconnect_delay_set(0.2, 2)
+        client.reconnect_delay_set(1, 2)
         return client
 
     def request(self, payload: Mapping[str, Any], timeout: float) -> Result:
@@ -110,7 +112,7 @@ class Sender:
 
         def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
             try:
-                answer = Result.decode(message.payload)
+                answer = Result.decode(bytes(message.payload))
             except ValueError:
                 return
             if answer.task_id == task_id and not done.is_set():

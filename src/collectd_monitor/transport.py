@@ -215,7 +215,9 @@ class MqttLink:
         except Exception:
             log.exception("error in MQTT disconnect handler")
 
-    def _handle_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(
+        self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
         try:
             if self._on_message is not None:
                 self._on_message(message)

@@ -25,8 +25,15 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def send_args(m, *extra: str) -> list[str]:
-    return ["--host", m.broker.host, "--topic", m.command_topic,
-            "--result-topic", m.result_topic, *extra]
+    return [
+        "--host",
+        m.broker.host,
+        "--topic",
+        m.command_topic,
+        "--result-topic",
+        m.result_topic,
+        *extra,
+    ]
 
 
 def test_hello_exec_round_trip_with_the_cli(monitor):
@@ -44,7 +51,10 @@ def test_original_sender_shape_is_answered_in_the_original_shape(monitor, peer):
     m = monitor()
     p = peer(m)
     # Exactly as the Lua sender sends it: key order varies, task_id up to 2^32.
-    raw = '{"timestamp":"2020-11-26T00:41:19Z","service":"hello","task_id":3126260400,"command":"exec"}'
+    raw = (
+        '{"timestamp":"2020-11-26T00:41:19Z","service":"hello",'
+        '"task_id":3126260400,"command":"exec"}'
+    )
     p.send(m.command_topic, raw, qos=2)
     result = p.result_for(m.result_topic, 3126260400)
     assert result["message"] == "Hello World!"
@@ -55,7 +65,10 @@ def test_original_sender_shape_is_answered_in_the_original_shape(monitor, peer):
 
 @pytest.mark.parametrize(
     ("service", "command", "code"),
-    [("nosuch", "exec", ResultCode.UNKNOWN_SERVICE), ("hello", "nosuch", ResultCode.UNKNOWN_COMMAND)],
+    [
+        ("nosuch", "exec", ResultCode.UNKNOWN_SERVICE),
+        ("hello", "nosuch", ResultCode.UNKNOWN_COMMAND),
+    ],
 )
 def test_unknown_service_and_command(monitor, peer, service, command, code):
     m = monitor()
@@ -86,20 +99,43 @@ def test_cli_exit_status_for_a_failed_remote_command(monitor):
     ("task_id", "payload", "code"),
     [
         (41, b'{"task_id": 41, "service": "hello", "command": ', ResultCode.MALFORMED_JSON),
-        (42, b'{"task_id": 42, "timestamp": "2020-11-26T00:41:19Z", "service": "hello"}',
-         ResultCode.MISSING_FIELD),
+        (
+            42,
+            b'{"task_id": 42, "timestamp": "2020-11-26T00:41:19Z", "service": "hello"}',
+            ResultCode.MISSING_FIELD,
+        ),
         (43, b'{"task_id": 43, "service": "hello", "command": "exec"}', ResultCode.MISSING_FIELD),
-        (44, b'{"task_id": 44, "timestamp": "2020-11-26T00:41:19Z", "service": 1, "command": "x"}',
-         ResultCode.INVALID_FIELD),
-        (45, b'{"task_id": 45, "timestamp": 7, "service": "hello", "command": "exec"}',
-         ResultCode.INVALID_FIELD),
-        ("46", b'{"task_id": "46", "timestamp": "2020-11-26T00:41:19Z", "service": "hello", '
-         b'"command": "exec"}', ResultCode.INVALID_FIELD),
-        (47, b'{"task_id": 47, "timestamp": "yesterday", "service": "hello", "command": "exec"}',
-         ResultCode.INVALID_FIELD),
+        (
+            44,
+            b'{"task_id": 44, "timestamp": "2020-11-26T00:41:19Z", "service": 1, "command": "x"}',
+            ResultCode.INVALID_FIELD,
+        ),
+        (
+            45,
+            b'{"task_id": 45, "timestamp": 7, "service": "hello", "command": "exec"}',
+            ResultCode.INVALID_FIELD,
+        ),
+        (
+            "46",
+            b'{"task_id": "46", "timestamp": "2020-11-26T00:41:19Z", "service": "hello", '
+            b'"command": "exec"}',
+            ResultCode.INVALID_FIELD,
+        ),
+        (
+            47,
+            b'{"task_id": 47, "timestamp": "yesterday", "service": "hello", "command": "exec"}',
+            ResultCode.INVALID_FIELD,
+        ),
     ],
-    ids=["truncated-json", "no-command", "no-timestamp", "service-not-string",
-         "timestamp-not-string", "task-id-string", "timestamp-not-iso"],
+    ids=[
+        "truncated-json",
+        "no-command",
+        "no-timestamp",
+        "service-not-string",
+        "timestamp-not-string",
+        "task-id-string",
+        "timestamp-not-iso",
+    ],
 )
 def test_bad_messages_get_their_code_and_nothing_runs(monitor, peer, task_id, payload, code):
     m = monitor(services={"hello": {"commands": {"exec": "touch ran-it"}}})
@@ -135,8 +171,9 @@ def test_duplicate_task_id_is_refused_after_the_first_run(monitor, peer):
 
 
 def test_true_exit_status_is_reported(monitor, peer):
-    m = monitor(services={"svc": {"commands": {"fail": "echo partial; exit 42",
-                                                "signal": "kill -TERM $$"}}})
+    m = monitor(
+        services={"svc": {"commands": {"fail": "echo partial; exit 42", "signal": "kill -TERM $$"}}}
+    )
     p = peer(m)
     first, second = command_message("svc", "fail"), command_message("svc", "signal")
     p.send(m.command_topic, first)
@@ -165,12 +202,16 @@ def test_global_command_timeout(monitor, peer):
     p = peer(m)
     message = command_message("svc", "hang")
     p.send(m.command_topic, message)
-    assert p.result_for(m.result_topic, message["task_id"], 20)["code"] == ResultCode.COMMAND_TIMEOUT
+    assert (
+        p.result_for(m.result_topic, message["task_id"], 20)["code"] == ResultCode.COMMAND_TIMEOUT
+    )
 
 
 def test_output_over_the_cap_is_cut_with_a_marker(monitor, peer):
-    m = monitor({"MaxOutputBytes": 1000},
-                services={"svc": {"commands": {"flood": "head -c 200000 /dev/zero | tr '\\0' x"}}})
+    m = monitor(
+        {"MaxOutputBytes": 1000},
+        services={"svc": {"commands": {"flood": "head -c 200000 /dev/zero | tr '\\0' x"}}},
+    )
     p = peer(m)
     message = command_message("svc", "flood")
     p.send(m.command_topic, message)
@@ -193,23 +234,42 @@ def test_a_slow_command_does_not_hold_up_others(monitor, peer):
 
 
 def test_wrong_password_is_refused_and_right_one_works(monitor, broker, certs):
-    m = monitor({"Host": f"127.0.0.1:{broker.password_port}", "User": broker.user,
-                 "Password": broker.password})
-    args = ["--host", f"127.0.0.1:{broker.password_port}", "--topic", m.command_topic,
-            "--result-topic", m.result_topic]
+    m = monitor(
+        {
+            "Host": f"127.0.0.1:{broker.password_port}",
+            "User": broker.user,
+            "Password": broker.password,
+        }
+    )
+    args = [
+        "--host",
+        f"127.0.0.1:{broker.password_port}",
+        "--topic",
+        m.command_topic,
+        "--result-topic",
+        m.result_topic,
+    ]
     bad = cli("send-command", "hello", "exec", *args, "--user", broker.user, "--password", "wrong")
     assert bad.returncode == 4
     assert "refused" in bad.stderr
-    good = cli("send-command", "hello", "exec", *args, "--user", broker.user,
-               "--password", broker.password)
+    good = cli(
+        "send-command", "hello", "exec", *args, "--user", broker.user, "--password", broker.password
+    )
     assert good.returncode == 0, good.stderr
     assert broker.password not in m.log()
 
 
 def test_plugin_with_wrong_password_logs_refusal_without_the_password(monitor, broker):
     secret = "not-the-password-" + uuid.uuid4().hex[:6]
-    m = monitor({"Host": f"127.0.0.1:{broker.password_port}", "User": broker.user,
-                 "Password": secret, "LogLevel": "debug"}, wait_connected=False)
+    m = monitor(
+        {
+            "Host": f"127.0.0.1:{broker.password_port}",
+            "User": broker.user,
+            "Password": secret,
+            "LogLevel": "debug",
+        },
+        wait_connected=False,
+    )
     m.collectd.wait_log("refused us")
     assert secret not in m.log()
     assert m.collectd.pid() is not None
@@ -217,16 +277,24 @@ def test_plugin_with_wrong_password_logs_refusal_without_the_password(monitor, b
 
 def test_tls_with_trusted_ca_works_and_untrusted_is_refused(monitor, broker, certs):
     m = monitor({"Host": f"127.0.0.1:{broker.tls_port}", "Secure": True, "CAFile": str(certs.ca)})
-    args = ["--host", f"127.0.0.1:{broker.tls_port}", "--topic", m.command_topic,
-            "--result-topic", m.result_topic]
+    args = [
+        "--host",
+        f"127.0.0.1:{broker.tls_port}",
+        "--topic",
+        m.command_topic,
+        "--result-topic",
+        m.result_topic,
+    ]
     good = cli("send-command", "hello", "exec", *args, "--ca-file", str(certs.ca))
     assert good.returncode == 0, good.stderr
     bad = cli("send-command", "hello", "exec", *args, "--ca-file", str(certs.other_ca))
     assert bad.returncode == 4
     assert "certificate" in bad.stderr.lower()
 
-    untrusting = monitor({"Host": f"127.0.0.1:{broker.tls_port}", "Secure": True,
-                          "CAFile": str(certs.other_ca)}, wait_connected=False)
+    untrusting = monitor(
+        {"Host": f"127.0.0.1:{broker.tls_port}", "Secure": True, "CAFile": str(certs.other_ca)},
+        wait_connected=False,
+    )
     untrusting.collectd.wait_log("certificate verify failed")
     assert "connected to" not in untrusting.log()
 
@@ -234,10 +302,26 @@ def test_tls_with_trusted_ca_works_and_untrusted_is_refused(monitor, broker, cer
 def test_mutual_tls(monitor, broker, certs):
     tls = {"Host": f"127.0.0.1:{broker.mtls_port}", "Secure": True, "CAFile": str(certs.ca)}
     m = monitor({**tls, "CertFile": str(certs.client_cert), "KeyFile": str(certs.client_key)})
-    args = ["--host", f"127.0.0.1:{broker.mtls_port}", "--topic", m.command_topic,
-            "--result-topic", m.result_topic, "--ca-file", str(certs.ca)]
-    good = cli("send-command", "hello", "exec", *args, "--cert-file", str(certs.client_cert),
-               "--key-file", str(certs.client_key))
+    args = [
+        "--host",
+        f"127.0.0.1:{broker.mtls_port}",
+        "--topic",
+        m.command_topic,
+        "--result-topic",
+        m.result_topic,
+        "--ca-file",
+        str(certs.ca),
+    ]
+    good = cli(
+        "send-command",
+        "hello",
+        "exec",
+        *args,
+        "--cert-file",
+        str(certs.client_cert),
+        "--key-file",
+        str(certs.client_key),
+    )
     assert good.returncode == 0, good.stderr
     without_cert = cli("send-command", "hello", "exec", *args)
     assert without_cert.returncode == 4
@@ -250,9 +334,19 @@ def test_cli_connection_failure_and_timeout_exit_codes(monitor):
     nobody = cli("send-command", "hello", "exec", "--host", f"127.0.0.1:{free_port()}")
     assert nobody.returncode == 4
     assert "cannot connect" in nobody.stderr
-    silent = cli("send-command", "hello", "exec", "--host", m.broker.host,
-                 "--topic", "test/nobody/listens", "--result-topic", "test/nobody/answers",
-                 "--timeout", "0.5")
+    silent = cli(
+        "send-command",
+        "hello",
+        "exec",
+        "--host",
+        m.broker.host,
+        "--topic",
+        "test/nobody/listens",
+        "--result-topic",
+        "test/nobody/answers",
+        "--timeout",
+        "0.5",
+    )
     assert silent.returncode == 3
     assert "no result" in silent.stderr
 
@@ -268,8 +362,10 @@ def test_broker_restart_then_next_command_is_served(monitor, fresh_broker, peer)
 
 def test_missing_config_file_leaves_collectd_running_and_plugin_idle(monitor, tmp_path):
     missing = tmp_path / "nope.json"
-    m = monitor(modules={"collectd_monitor.remote": {"MonitorConfigPath": str(missing)}},
-                wait_connected=False)
+    m = monitor(
+        modules={"collectd_monitor.remote": {"MonitorConfigPath": str(missing)}},
+        wait_connected=False,
+    )
     m.collectd.wait_log("plugin stays idle")
     assert f"{missing}: file not found" in m.log()
     assert m.collectd.pid() is not None
@@ -277,27 +373,35 @@ def test_missing_config_file_leaves_collectd_running_and_plugin_idle(monitor, tm
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [("{not json", "invalid JSON at line 1"),
-     ('{"QoS": 5}', "key 'QoS': must be 0, 1 or 2"),
-     ('{"Services": {"hello": {"commands": {"exec": 3}}}}', "Services.hello.commands.exec")],
+    [
+        ("{not json", "invalid JSON at line 1"),
+        ('{"QoS": 5}', "key 'QoS': must be 0, 1 or 2"),
+        ('{"Services": {"hello": {"commands": {"exec": 3}}}}', "Services.hello.commands.exec"),
+    ],
 )
 def test_invalid_config_names_file_and_key(monitor, tmp_path, content, expected):
     path = tmp_path / "bad.json"
     path.write_text(content)
-    m = monitor(modules={"collectd_monitor.remote": {"MonitorConfigPath": str(path)}},
-                wait_connected=False)
+    m = monitor(
+        modules={"collectd_monitor.remote": {"MonitorConfigPath": str(path)}}, wait_connected=False
+    )
     line = m.collectd.wait_log(".*plugin stays idle").group(0)
     assert str(path) in line and expected in line
     assert m.collectd.pid() is not None
 
 
 def test_module_block_options_are_merged_and_json_wins(monitor, broker, peer):
-    m = monitor({"QoS": 1}, module_options={"QoS": 0, "CommandTimeout": 0.5},
-                services={"svc": {"commands": {"hang": "sleep 30"}}})
+    m = monitor(
+        {"QoS": 1},
+        module_options={"QoS": 0, "CommandTimeout": 0.5},
+        services={"svc": {"commands": {"hang": "sleep 30"}}},
+    )
     p = peer(m)
     message = command_message("svc", "hang")
     p.send(m.command_topic, message)
-    assert p.result_for(m.result_topic, message["task_id"], 20)["code"] == ResultCode.COMMAND_TIMEOUT
+    assert (
+        p.result_for(m.result_topic, message["task_id"], 20)["code"] == ResultCode.COMMAND_TIMEOUT
+    )
 
 
 def test_prompt_shutdown_ends_running_commands_and_reports_them(monitor, peer):
@@ -330,8 +434,10 @@ def test_config_push_without_the_replacer_is_not_implemented(monitor, peer):
     m = monitor()
     p = peer(m)
     task_id = next_task_id()
-    p.send(m.command_topic, {"task_id": task_id, "timestamp": "2020-12-26T00:41:19Z",
-                             "config": "LoadPlugin cpu\n"})
+    p.send(
+        m.command_topic,
+        {"task_id": task_id, "timestamp": "2020-12-26T00:41:19Z", "config": "LoadPlugin cpu\n"},
+    )
     result = p.result_for(m.result_topic, task_id)
     assert result["code"] == ResultCode.NOT_IMPLEMENTED
     assert m.collectd.pid() is not None

@@ -54,11 +54,21 @@ def test_json_wins_over_module_block_and_floats_are_ints(tmp_path):
 
 
 def test_commands_both_spellings_and_forms(tmp_path):
-    path = write(tmp_path, {"Services": {
-        "a": {"commands": {"x": "echo x"}},
-        "b": {"Commands": {"y": ["/bin/echo", "y"], "z": {"command": "sleep 1", "timeout": 2}}},
-        "collectd": {"ConfigPath": "/etc/collectd/collectd.conf", "commands": {"start": "x"}},
-    }})
+    path = write(
+        tmp_path,
+        {
+            "Services": {
+                "a": {"commands": {"x": "echo x"}},
+                "b": {
+                    "Commands": {"y": ["/bin/echo", "y"], "z": {"command": "sleep 1", "timeout": 2}}
+                },
+                "collectd": {
+                    "ConfigPath": "/etc/collectd/collectd.conf",
+                    "commands": {"start": "x"},
+                },
+            }
+        },
+    )
     config = load_config({"MonitorConfigPath": path})
     assert config.services["a"].commands["x"].line == "echo x"
     assert config.services["b"].commands["y"].argv == ("/bin/echo", "y")
@@ -78,10 +88,14 @@ def test_commands_both_spellings_and_forms(tmp_path):
         ({"CommandTopic": "a/#"}, "CommandTopic"),
         ({"Services": []}, "Services"),
         ({"Services": {"s": {"commands": {"c": ""}}}}, "Services.s.commands.c"),
-        ({"Services": {"s": {"commands": {"c": {"command": "x", "timeout": 0}}}}},
-         "Services.s.commands.c.timeout"),
-        ({"Services": {"s": {"commands": {"c": {"command": "x", "bogus": 1}}}}},
-         "Services.s.commands.c.bogus"),
+        (
+            {"Services": {"s": {"commands": {"c": {"command": "x", "timeout": 0}}}}},
+            "Services.s.commands.c.timeout",
+        ),
+        (
+            {"Services": {"s": {"commands": {"c": {"command": "x", "bogus": 1}}}}},
+            "Services.s.commands.c.bogus",
+        ),
         ({"CAFile": "/nonexistent/ca.pem"}, "CAFile"),
     ],
 )

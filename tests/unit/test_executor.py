@@ -27,7 +27,9 @@ def test_stdout_is_the_message_and_code_is_the_exit_status():
 
 
 def test_argv_form_passes_arguments_verbatim():
-    outcome = run(CommandSpec(service="s", name="c", argv=("/bin/echo", "$(id)", "; rm -rf /", "*")))
+    outcome = run(
+        CommandSpec(service="s", name="c", argv=("/bin/echo", "$(id)", "; rm -rf /", "*"))
+    )
     assert outcome.message == "$(id) ; rm -rf / *"
 
 
@@ -75,7 +77,9 @@ def test_abort_through_handle():
 def test_env_allow_list_and_extra_env(monkeypatch):
     monkeypatch.setenv("KEEP_ME", "1")
     monkeypatch.setenv("DROP_ME", "1")
-    outcome = run(shell('echo "$KEEP_ME-$DROP_ME-$EXTRA"', env_allow=("KEEP_ME",), env={"EXTRA": "x"}))
+    outcome = run(
+        shell('echo "$KEEP_ME-$DROP_ME-$EXTRA"', env_allow=("KEEP_ME",), env={"EXTRA": "x"})
+    )
     assert outcome.message == "1--x"
 
 

@@ -15,7 +15,9 @@ from collectd_monitor.protocol import (
     parse_timestamp,
 )
 
-ORIGINAL = b'{"timestamp":"2020-11-26T00:41:19Z","service":"hello","task_id":3126260400,"command":"exec"}'
+ORIGINAL = (
+    b'{"timestamp":"2020-11-26T00:41:19Z","service":"hello","task_id":3126260400,"command":"exec"}'
+)
 
 
 def refused(payload: bytes) -> ProtocolError:
@@ -32,16 +34,22 @@ def test_original_command_message():
 
 
 def test_config_message():
-    request = decode_request(b'{"task_id": 1, "timestamp": "2021-01-03T04:45:09Z", "config": "x\\n"}')
+    request = decode_request(
+        b'{"task_id": 1, "timestamp": "2021-01-03T04:45:09Z", "config": "x\\n"}'
+    )
     assert isinstance(request, ConfigRequest)
     assert request.config == "x\n"
 
 
 def test_result_encoding_is_the_original_shape():
-    result = Result(task_id=3126260400, code=0, message="Hello World!", timestamp="2020-11-26T00:41:19Z")
+    result = Result(
+        task_id=3126260400, code=0, message="Hello World!", timestamp="2020-11-26T00:41:19Z"
+    )
     assert json.loads(result.encode()) == {
-        "task_id": 3126260400, "timestamp": "2020-11-26T00:41:19Z",
-        "message": "Hello World!", "code": 0,
+        "task_id": 3126260400,
+        "timestamp": "2020-11-26T00:41:19Z",
+        "message": "Hello World!",
+        "code": 0,
     }
     assert Result.decode(result.encode()) == result
 
@@ -58,18 +66,37 @@ def test_result_encoding_is_the_original_shape():
         (b'{"task_id": 1.5, "timestamp": "2020-11-26T00:41:19Z"}', ResultCode.INVALID_FIELD, None),
         (b'{"task_id": "7"}', ResultCode.INVALID_FIELD, "7"),
         (b'{"task_id": 1}', ResultCode.MISSING_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "nope", "service": "a", "command": "b"}',
-         ResultCode.INVALID_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": "a"}',
-         ResultCode.MISSING_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": "", "command": "b"}',
-         ResultCode.INVALID_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": ["a"], "command": "b"}',
-         ResultCode.INVALID_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "config": 5}',
-         ResultCode.INVALID_FIELD, 1),
-        (b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "config": "", "service": "a"}',
-         ResultCode.INVALID_FIELD, 1),
+        (
+            b'{"task_id": 1, "timestamp": "nope", "service": "a", "command": "b"}',
+            ResultCode.INVALID_FIELD,
+            1,
+        ),
+        (
+            b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": "a"}',
+            ResultCode.MISSING_FIELD,
+            1,
+        ),
+        (
+            b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": "", "command": "b"}',
+            ResultCode.INVALID_FIELD,
+            1,
+        ),
+        (
+            b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "service": ["a"], '
+            b'"command": "b"}',
+            ResultCode.INVALID_FIELD,
+            1,
+        ),
+        (
+            b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "config": 5}',
+            ResultCode.INVALID_FIELD,
+            1,
+        ),
+        (
+            b'{"task_id": 1, "timestamp": "2020-11-26T00:41:19Z", "config": "", "service": "a"}',
+            ResultCode.INVALID_FIELD,
+            1,
+        ),
     ],
 )
 def test_refusals_carry_code_and_task_id(payload, code, task_id):

@@ -13,17 +13,27 @@ DEFAULT_LOCAL_DIR = "/etc/collectd/monitor/local/"
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "collectd-conf", help="print the collectd.conf block that loads the plugins",
+        "collectd-conf",
+        help="print the collectd.conf block that loads the plugins",
         description="Print the <LoadPlugin python>/<Plugin python> block for this install, "
         "with the ModulePath entries collectd needs to import it.",
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
-                        help=f"MonitorConfigPath (default {DEFAULT_CONFIG})")
-    parser.add_argument("--local", action="store_true",
-                        help="also load the local monitoring plugin")
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="PATH",
+        help=f"MonitorConfigPath (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--local", action="store_true", help="also load the local monitoring plugin"
+    )
     parser.add_argument("--no-remote", action="store_true", help="leave out the remote plugin")
-    parser.add_argument("--local-dir", default=DEFAULT_LOCAL_DIR, metavar="DIR",
-                        help=f"LocalMonitorConfigDir (default {DEFAULT_LOCAL_DIR})")
+    parser.add_argument(
+        "--local-dir",
+        default=DEFAULT_LOCAL_DIR,
+        metavar="DIR",
+        help=f"LocalMonitorConfigDir (default {DEFAULT_LOCAL_DIR})",
+    )
     parser.set_defaults(handler=run)
 
 

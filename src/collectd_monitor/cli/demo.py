@@ -24,7 +24,8 @@ EXAMPLE_SERVICES = {
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the full loop on loopback: broker, collectd, send-command",
+        "demo",
+        help="run the full loop on loopback: broker, collectd, send-command",
         description="Start a throwaway mosquitto and collectd (with the remote plugin) on "
         "127.0.0.1 under a temporary directory, send 'hello exec', print the result, stop.",
     )
@@ -44,13 +45,18 @@ def run(args: argparse.Namespace) -> int:
         broker.start()
         say(f"mosquitto listening on {broker.host}")
         config = workdir / "config.json"
-        config.write_text(json.dumps({
-            "Host": broker.host,
-            "CommandTopic": "collectd-monitor/demo/command",
-            "CommandResultTopic": "collectd-monitor/demo/result",
-            "ClientId": "collectd-monitor-demo",
-            "Services": EXAMPLE_SERVICES,
-        }, indent=2))
+        config.write_text(
+            json.dumps(
+                {
+                    "Host": broker.host,
+                    "CommandTopic": "collectd-monitor/demo/command",
+                    "CommandResultTopic": "collectd-monitor/demo/result",
+                    "ClientId": "collectd-monitor-demo",
+                    "Services": EXAMPLE_SERVICES,
+                },
+                indent=2,
+            )
+        )
         config.chmod(0o600)
         collectd = Collectd(
             workdir / "collectd",
@@ -59,16 +65,34 @@ def run(args: argparse.Namespace) -> int:
         )
         collectd.start(wait_log=r"connected to 127\.0\.0\.1")
         say(f"collectd running (pid {collectd.pid()}) with collectd_monitor.remote")
-        argv = [sys.executable, "-m", "collectd_monitor", "send-command", "hello", "exec",
-                "--host", broker.host, "--topic", "collectd-monitor/demo/command",
-                "--result-topic", "collectd-monitor/demo/result", "--timeout", "10"]
+        argv = [
+            sys.executable,
+            "-m",
+            "collectd_monitor",
+            "send-command",
+            "hello",
+            "exec",
+            "--host",
+            broker.host,
+            "--topic",
+            "collectd-monitor/demo/command",
+            "--result-topic",
+            "collectd-monitor/demo/result",
+            "--timeout",
+            "10",
+        ]
         say("$ collectd-monitor send-command hello exec --host " + broker.host + " ...")
         started = time.monotonic()
         sent = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
         elapsed = time.monotonic() - started
         print(sent.stdout, end="")
-        say(f"send-command exited {sent.returncode} after {elapsed * 1000:.0f} ms (process included)")
-        log_lines = [line for line in collectd.log_text().splitlines() if "collectd_monitor" in line]
+        say(
+            f"send-command exited {sent.returncode} after {elapsed * 1000:.0f} ms "
+            "(process start included)"
+        )
+        log_lines = [
+            line for line in collectd.log_text().splitlines() if "collectd_monitor" in line
+        ]
         say("collectd's log from the plugin:\n  " + "\n  ".join(log_lines))
         return sent.returncode
     finally:

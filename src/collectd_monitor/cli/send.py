@@ -27,46 +27,67 @@ PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
-    group.add_argument("--config", metavar="FILE",
-                       help="read broker settings and topics from this config.json "
-                       "(options below override it)")
-    group.add_argument("--host", help="broker as HOST or HOST:PORT (default localhost; "
-                       "port 1883, or 8883 with --secure)")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read broker settings and topics from this config.json (options below override it)",
+    )
+    group.add_argument(
+        "--host",
+        help="broker as HOST or HOST:PORT (default localhost; port 1883, or 8883 with --secure)",
+    )
     group.add_argument("--user", help="user name on the broker")
     group.add_argument("--password", help=f"password on the broker (or set ${PASSWORD_ENV})")
     group.add_argument("--secure", action="store_true", default=None, help="use TLS")
-    group.add_argument("--ca-file", metavar="FILE", help="CA certificates to trust (implies --secure)")
+    group.add_argument(
+        "--ca-file", metavar="FILE", help="CA certificates to trust (implies --secure)"
+    )
     group.add_argument("--cert-file", metavar="FILE", help="client certificate for mutual TLS")
     group.add_argument("--key-file", metavar="FILE", help="private key of --cert-file")
     group.add_argument("--qos", type=int, choices=(0, 1, 2), help="MQTT QoS (default 2)")
     group.add_argument("--topic", help="the host's command topic")
     group.add_argument("--result-topic", help="the host's result topic")
-    group.add_argument("--to", metavar="HOSTNAME",
-                       help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)")
+    group.add_argument(
+        "--to",
+        metavar="HOSTNAME",
+        help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)",
+    )
     group.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
 def register(subparsers: Any) -> None:
     cmd = subparsers.add_parser(
-        "send-command", help="run a recovery command on a host and print its result",
+        "send-command",
+        help="run a recovery command on a host and print its result",
         description="Send SERVICE COMMAND to a host's command topic and wait for the result "
         "with the same task_id. Prints the result as JSON on stdout.",
     )
     cmd.add_argument("service")
     cmd.add_argument("command")
-    cmd.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                     help="how long to wait for the result (default 30)")
+    cmd.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the result (default 30)",
+    )
     add_connection_options(cmd)
     cmd.set_defaults(handler=send_command)
 
     conf = subparsers.add_parser(
-        "send-config", help="replace a host's collectd.conf and print the result",
+        "send-config",
+        help="replace a host's collectd.conf and print the result",
         description="Push a whole collectd.conf to a host, which validates it, applies it, "
         "restarts collectd and rolls back on failure. Prints the result as JSON on stdout.",
     )
     conf.add_argument("path", help="the new collectd.conf")
-    conf.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                      help="how long to wait for the result (default 120)")
+    conf.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the result (default 120)",
+    )
     add_connection_options(conf)
     conf.set_defaults(handler=send_config)
 
@@ -93,9 +114,14 @@ def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str,
     elif secure and not settings.secure:
         changes["port"] = 8883
     password = args.password or os.environ.get(PASSWORD_ENV)
-    for key, value in (("user", args.user), ("password", password), ("ca_file", args.ca_file),
-                       ("cert_file", args.cert_file), ("key_file", args.key_file),
-                       ("qos", args.qos)):
+    for key, value in (
+        ("user", args.user),
+        ("password", password),
+        ("ca_file", args.ca_file),
+        ("cert_file", args.cert_file),
+        ("key_file", args.key_file),
+        ("qos", args.qos),
+    ):
         if value is not None:
             changes[key] = value
     return (replace(settings, **changes), args.topic or topic, args.result_topic or result_topic)
