@@ -114,6 +114,7 @@ class MonitorFactory:
             "ClientId": f"cm-test-{unique}",
             "ReconnectInterval": 0.2,
             "ReconnectMaxInterval": 1,
+            "StateDir": str(directory / "state"),
             "Services": HELLO_SERVICES if services is None else services,
         }
         config.update(settings or {})

@@ -8,12 +8,17 @@ threads publish the results.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.config import CommandSpec, MonitorConfig
@@ -26,7 +31,10 @@ from collectd_monitor.protocol import (
     Result,
     TaskId,
     decode_request,
+    format_timestamp,
 )
+from collectd_monitor.outbox import Entry, Outbox
+from collectd_monitor.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.seen import SeenTasks
 from collectd_monitor.transport import MqttLink
 
@@ -59,6 +67,22 @@ def lookup_command(
     return spec
 
 
+@dataclass(frozen=True)
+class ReplyTo:
+    """Where an MQTT 5 request asked for its answer."""
+
+    topic: str
+    correlation: bytes | None
+
+
+def default_verifiers(config: MonitorConfig) -> tuple[Verifier, ...]:
+    security = config.security
+    return (
+        SignatureCheck(security, config.command_topic),
+        FreshnessCheck(security.max_message_age, security.max_clock_skew),
+    )
+
+
 class RemoteAgent:
     def __init__(
         self,
@@ -67,7 +91,7 @@ class RemoteAgent:
         link: MqttLink | None = None,
         executor: CommandExecutor | None = None,
         config_handler: ConfigHandler | None = None,
-        verifiers: tuple[Verifier, ...] = (),
+        verifiers: tuple[Verifier, ...] | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
@@ -82,23 +106,38 @@ class RemoteAgent:
             subscriptions=[(config.command_topic, config.broker.qos)],
             on_message=self._on_mqtt_message,
             on_connected=self._on_connected,
+            will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
         )
         self.config_handler = config_handler
-        self.verifiers = verifiers
-        self.seen = SeenTasks(config.duplicate_memory)
+        self.verifiers = default_verifiers(config) if verifiers is None else verifiers
+        state = Path(config.state_dir) if config.state_dir else None
+        if state is not None:
+            state = state / _safe_name(config.broker.client_id)
+        window = config.security.max_message_age + config.security.max_clock_skew
+        self.seen = SeenTasks(
+            config.duplicate_memory,
+            path=state / "seen-tasks.jsonl" if state else None,
+            window=window if config.security.max_message_age > 0 else None,
+        )
+        self.outbox = Outbox(state / "outbox" if state else None)
+        self._in_flight: dict[str, tuple[Entry, mqtt.MQTTMessageInfo]] = {}
+        self._in_flight_lock = threading.Lock()
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
         self._stopped = threading.Event()
+        self._pump = threading.Thread(target=self._pump_outbox, name="cm-outbox", daemon=True)
 
     # -- life cycle ----------------------------------------------------------------
 
     def start(self) -> None:
         log.info(
-            "listening on %s (results to %s) at %s, %d service(s)",
+            "listening on %s (results to %s) at %s, %d service(s)%s",
             self.config.command_topic,
             self.config.result_topic,
             self.config.broker.address,
             len(self.config.services),
+            ", signatures required" if self.config.security.require_signature else "",
         )
+        self._pump.start()
         self.link.start()
 
     def add_connected_hook(self, hook: Callable[[], None]) -> None:
@@ -108,23 +147,69 @@ class RemoteAgent:
         """End running commands, publish their results, disconnect: well under a second."""
         self._stopped.set()
         self.executor.shutdown(timeout=0.4)
+        if self.link.connected:
+            self.link.publish(
+                self.config.status_topic, presence("offline", self.config, "shutdown"), 1, True
+            )
         if not self.link.flush(0.3):
-            log.warning("some results were not acknowledged by the broker before shutdown")
+            log.warning("results not yet acknowledged stay in the outbox for the next start")
+        self._collect_acknowledged()
         self.link.stop(0.2)
+        self.seen.close()
 
     def _on_connected(self) -> None:
+        self.link.publish(self.config.status_topic, presence("online", self.config), 1, True)
+        self._republish()
         for hook in self._connected_hooks:
             try:
                 hook()
             except Exception:
                 log.exception("error in on-connect hook")
 
+    # -- the outbox ---------------------------------------------------------------------
+
+    def _send(self, entry: Entry) -> None:
+        info = self.link.publish(entry.topic, entry.payload, self.config.broker.qos)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or self.config.broker.qos > 0:
+            with self._in_flight_lock:
+                self._in_flight[entry.name] = (entry, info)
+
+    def _republish(self) -> None:
+        """Publish what the outbox holds and paho does not already carry (a former run's)."""
+        with self._in_flight_lock:
+            flying = set(self._in_flight)
+        waiting = [entry for entry in self.outbox.pending() if entry.name not in flying]
+        if waiting:
+            log.info("publishing %d result(s) kept in the outbox", len(waiting))
+        for entry in waiting:
+            self._send(entry)
+
+    def _collect_acknowledged(self) -> None:
+        with self._in_flight_lock:
+            done = [(n, e) for n, (e, info) in self._in_flight.items() if info.is_published()]
+            for name, _ in done:
+                del self._in_flight[name]
+        for _, entry in done:
+            self.outbox.remove(entry)
+
+    def _pump_outbox(self) -> None:
+        while not self._stopped.wait(0.2):
+            try:
+                self._collect_acknowledged()
+            except Exception:
+                log.exception("outbox pump error")
+
     # -- messages ---------------------------------------------------------------------
 
     def _on_mqtt_message(self, message: mqtt.MQTTMessage) -> None:
-        self.handle_payload(bytes(message.payload))
+        reply = None
+        properties = getattr(message, "properties", None)
+        topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+        if topic:
+            reply = ReplyTo(topic, getattr(properties, "CorrelationData", None))
+        self.handle_payload(bytes(message.payload), reply)
 
-    def handle_payload(self, payload: bytes) -> None:
+    def handle_payload(self, payload: bytes, reply: ReplyTo | None = None) -> None:
         try:
             request = decode_request(payload)
             for verify in self.verifiers:
@@ -136,20 +221,20 @@ class RemoteAgent:
                     request.task_id,
                 )
             if isinstance(request, ConfigRequest):
-                self._handle_config(request)
+                self._handle_config(request, reply)
             else:
-                self._handle_command(request)
+                self._handle_command(request, reply)
         except ProtocolError as exc:
-            self._refuse(exc)
+            self._refuse(exc, reply)
 
-    def _refuse(self, exc: ProtocolError) -> None:
+    def _refuse(self, exc: ProtocolError, reply: ReplyTo | None = None) -> None:
         if exc.task_id is None:
             log.warning("ignored a message without a usable task_id: %s", exc.message)
             return
         log.warning("task %s refused (%s): %s", exc.task_id, describe(exc.code), exc.message)
-        self.publish(Result(task_id=exc.task_id, code=exc.code, message=exc.message))
+        self.publish(Result(task_id=exc.task_id, code=exc.code, message=exc.message), reply)
 
-    def _handle_config(self, request: ConfigRequest) -> None:
+    def _handle_config(self, request: ConfigRequest, reply: ReplyTo | None = None) -> None:
         if self.config_handler is None:
             raise ProtocolError(
                 ResultCode.NOT_IMPLEMENTED,
@@ -157,9 +242,9 @@ class RemoteAgent:
                 request.task_id,
             )
         log.info("task %s: config push received (%d bytes)", request.task_id, len(request.config))
-        self.config_handler(request, self.publish)
+        self.config_handler(request, lambda result: self.publish(result, reply))
 
-    def _handle_command(self, request: CommandRequest) -> None:
+    def _handle_command(self, request: CommandRequest, reply: ReplyTo | None = None) -> None:
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
 
@@ -176,7 +261,7 @@ class RemoteAgent:
             )
             if outcome.errors and outcome.code != 0:
                 log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
-            self.publish(Result(task_id=task_id, code=outcome.code, message=outcome.message))
+            self.publish(Result(task_id=task_id, code=outcome.code, message=outcome.message), reply)
 
         log.info("task %s: running %s", task_id, spec.label)
         try:
@@ -184,5 +269,23 @@ class RemoteAgent:
         except Busy as exc:
             raise ProtocolError(ResultCode.BUSY, f"not run: {exc}", task_id) from None
 
-    def publish(self, result: Result) -> Any:
-        return self.link.publish(self.config.result_topic, result.encode(), self.config.broker.qos)
+    def publish(self, result: Result, reply: ReplyTo | None = None) -> None:
+        """Publish a result on the result topic (through the outbox) and to ``reply``."""
+        payload = result.encode()
+        self._send(self.outbox.put(self.config.result_topic, payload))
+        if reply is not None and reply.topic != self.config.result_topic:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if reply.correlation is not None:
+                properties.CorrelationData = reply.correlation
+            self.link.publish(reply.topic, payload, self.config.broker.qos, properties=properties)
+
+
+def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
+    body = {"status": status, "client_id": config.broker.client_id, "timestamp": format_timestamp()}
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body).encode()
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "default"

@@ -18,12 +18,15 @@ from types import MappingProxyType
 from typing import Any
 
 from collectd_monitor.errors import ConfigError
+from collectd_monitor.security import SecuritySettings, parse_security
 
 LOG_LEVELS = ("fatal", "error", "warn", "info", "debug")
 LOG_DEVICES = ("collectd", "stdout", "syslog")
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
+DEFAULT_STATE_DIR = "/var/lib/collectd-monitor"
+MQTT_VERSIONS = ("auto", "5", "3.1.1")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class BrokerSettings:
     reconnect_interval: float = 5.0
     reconnect_max_interval: float = 60.0
     client_id: str = ""
+    protocol: str = "auto"
+    """MQTT version: "5", "3.1.1", or "auto" (5, falling back to 3.1.1)."""
 
     @property
     def address(self) -> str:
@@ -91,6 +96,7 @@ class MonitorConfig:
     broker: BrokerSettings
     command_topic: str
     result_topic: str
+    status_topic: str = ""
     log_device: str = "collectd"
     log_level: str = "info"
     local_monitor_config_dir: str | None = None
@@ -100,13 +106,15 @@ class MonitorConfig:
     max_concurrent_commands: int = 4
     max_queued_commands: int = 64
     duplicate_memory: int = 10_000
+    state_dir: str | None = DEFAULT_STATE_DIR
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """The merged keys as given (canonical spelling), for parts with keys of their own."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never reach a log."""
-        return tuple(s for s in (self.broker.password,) if s)
+        return tuple(s for s in (self.broker.password, *self.security.secrets) if s)
 
 
 # --------------------------------------------------------------------------- converters
@@ -189,6 +197,14 @@ def _as_log_device(value: Any, key: str) -> str:
     return device
 
 
+def _as_mqtt_version(value: Any, key: str) -> str:
+    text = str(value).strip().lower()
+    text = {"5.0": "5", "v5": "5", "311": "3.1.1", "3.1.1": "3.1.1", "4": "3.1.1"}.get(text, text)
+    if text not in MQTT_VERSIONS:
+        raise ValueError(f"must be one of {', '.join(MQTT_VERSIONS)}, got {value!r}")
+    return text
+
+
 def _as_object(value: Any, key: str) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
@@ -220,6 +236,8 @@ KEYS: dict[str, Converter] = {
     "ReconnectMaxInterval": _as_positive_float,
     "CommandTopic": _as_str,
     "CommandResultTopic": _as_str,
+    "StatusTopic": _as_str,
+    "MqttVersion": _as_mqtt_version,
     "LogDevice": _as_log_device,
     "LogLevel": _as_log_level,
     "LocalMonitorConfigDir": _as_str,
@@ -245,6 +263,10 @@ def canonical_key(key: str) -> str | None:
 def default_topics(hostname: str | None = None) -> tuple[str, str]:
     host = hostname or socket.gethostname()
     return f"collectd-monitor/{host}/command", f"collectd-monitor/{host}/result"
+
+
+def default_status_topic(hostname: str | None = None) -> str:
+    return f"collectd-monitor/{hostname or socket.gethostname()}/status"
 
 
 def parse_host(value: str, secure: bool) -> tuple[str, int]:
@@ -374,9 +396,10 @@ def build_config(
             options.get("ReconnectMaxInterval", 60.0), options.get("ReconnectInterval", 5.0)
         ),
         client_id=client_id,
+        protocol=options.get("MqttVersion", "auto"),
     )
     services = parse_services(options.get("Services", {}), source=source)
-    for key in ("CommandTopic", "CommandResultTopic"):
+    for key in ("CommandTopic", "CommandResultTopic", "StatusTopic"):
         if key in options and not _valid_topic(options[key]):
             raise ConfigError("not a valid MQTT topic name", path=source, key=key)
     return MonitorConfig(
@@ -384,6 +407,7 @@ def build_config(
         broker=broker,
         command_topic=options.get("CommandTopic", command_topic),
         result_topic=options.get("CommandResultTopic", result_topic),
+        status_topic=options.get("StatusTopic", default_status_topic(hostname)),
         log_device=options.get("LogDevice", "collectd"),
         log_level=options.get("LogLevel", "info"),
         local_monitor_config_dir=options.get("LocalMonitorConfigDir"),
@@ -393,6 +417,8 @@ def build_config(
         max_concurrent_commands=options.get("MaxConcurrentCommands", 4),
         max_queued_commands=options.get("MaxQueuedCommands", 64),
         duplicate_memory=options.get("DuplicateMemory", 10_000),
+        state_dir=options.get("StateDir", DEFAULT_STATE_DIR) or None,
+        security=parse_security(options.get("Security"), source=source),
         raw=MappingProxyType(dict(options)),
     )
 

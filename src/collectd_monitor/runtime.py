@@ -14,6 +14,7 @@ from collectd_monitor import logsetup
 from collectd_monitor.agent import RemoteAgent
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
+from collectd_monitor.security import check_permissions
 
 log = logging.getLogger("collectd_monitor.remote")
 
@@ -30,8 +31,15 @@ def load_for_plugin(
         logging.getLogger(name).error("%s; plugin stays idle", exc)
         return None
     logsetup.configure(config.log_device, config.log_level, config.secrets, collectd=collectd)
+    logger = logging.getLogger(name)
     for line in warnings:
-        logging.getLogger(name).warning("%s", line)
+        logger.warning("%s", line)
+    exposed = check_permissions(config.source, bool(config.secrets or config.security.ed25519_keys))
+    if exposed and config.security.strict_permissions:
+        logger.error("SECURITY: %s; refusing to start (Security.StrictPermissions)", exposed)
+        return None
+    if exposed:
+        logger.warning("SECURITY WARNING: %s", exposed)
     return config
 
 

@@ -1,21 +1,89 @@
-"""Memory of recently seen task ids, bounded in size.
+"""Memory of recently seen task ids, bounded in size, optionally kept on disk.
 
-A task id is remembered after its first run has finished, so a sender that
-retries (or a broker that redelivers) cannot run the same task twice.
+A task id is remembered before its command runs and after it has finished, so
+a sender that retries, a broker that redelivers, or an attacker who replays a
+captured message cannot run the same task twice. With a ``path`` the memory
+survives a collectd restart: each id is appended to the file as it arrives, and
+the file is rewritten (atomically) once it holds twice the capacity.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
 
 
 class SeenTasks:
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        *,
+        path: Path | None = None,
+        window: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.capacity = capacity
-        self._ids: OrderedDict[Hashable, None] = OrderedDict()
+        self.path = path
+        self.window = window
+        self.clock = clock
+        self._ids: OrderedDict[Hashable, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+        self._lines = 0
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        horizon = self.clock() - self.window if self.window else float("-inf")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        raw_id, seen_at = json.loads(line)
+                    except (ValueError, TypeError):
+                        continue  # a torn last line after a crash
+                    if isinstance(seen_at, int | float) and seen_at >= horizon:
+                        self._remember(raw_id, float(seen_at))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot read seen task ids from %s: %s", path, exc)
+        self._rewrite()
+
+    def _remember(self, task_id: Hashable, seen_at: float) -> None:
+        self._ids[task_id] = seen_at
+        self._ids.move_to_end(task_id)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+    def _rewrite(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temp = self.path.with_name(self.path.name + ".tmp")
+            with open(temp, "w", encoding="utf-8") as handle:
+                for task_id, seen_at in self._ids.items():
+                    handle.write(json.dumps([task_id, seen_at]) + "\n")
+            os.chmod(temp, 0o600)
+            os.replace(temp, self.path)
+            if self._file is not None:
+                self._file.close()
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            self._lines = len(self._ids)
+        except OSError as exc:
+            log.warning("cannot persist seen task ids to %s: %s; keeping them in memory only",
+                        self.path, exc)
+            self.path = None
 
     def add(self, task_id: Hashable) -> bool:
         """Remember ``task_id``; False if it was already remembered."""
@@ -23,9 +91,17 @@ class SeenTasks:
             if task_id in self._ids:
                 self._ids.move_to_end(task_id)
                 return False
-            self._ids[task_id] = None
-            while len(self._ids) > self.capacity:
-                self._ids.popitem(last=False)
+            now = self.clock()
+            self._remember(task_id, now)
+            if self._file is not None:
+                try:
+                    self._file.write(json.dumps([task_id, now]) + "\n")
+                    self._file.flush()
+                    self._lines += 1
+                except OSError as exc:
+                    log.warning("cannot append to %s: %s", self.path, exc)
+                if self._lines > 2 * self.capacity:
+                    self._rewrite()
             return True
 
     def __contains__(self, task_id: Hashable) -> bool:
@@ -34,3 +110,9 @@ class SeenTasks:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

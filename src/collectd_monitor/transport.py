@@ -19,13 +19,53 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from collectd_monitor.config import BrokerSettings
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+UNSUPPORTED_PROTOCOL = (1, 0x84)
+"""CONNACK codes of a broker that does not speak the MQTT version we asked for."""
+
+
+def new_client(
+    settings: BrokerSettings, client_id: str, protocol: MQTTProtocolVersion
+) -> mqtt.Client:
+    """A paho client for ``settings``; clean session is given at connect time for MQTT 5."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if protocol == mqtt.MQTTv5 else settings.clean_session,
+        protocol=protocol,
+    )
+    configure_client(client, settings)
+    return client
+
+
+def connect(client: mqtt.Client, settings: BrokerSettings, *, clean: bool | None = None) -> None:
+    """Connect, asking an MQTT 5 broker to keep the session as 3.1.1 would."""
+    clean = settings.clean_session if clean is None else clean
+    if client.protocol == mqtt.MQTTv5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0 if clean else SESSION_NEVER_EXPIRES
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive,
+                       clean_start=clean, properties=properties)
+    else:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive)
+
+
+def first_protocol(settings: BrokerSettings) -> MQTTProtocolVersion:
+    return mqtt.MQTTv311 if settings.protocol == "3.1.1" else mqtt.MQTTv5
+
+
+def unsupported_protocol(reason: Any) -> bool:
+    return getattr(reason, "value", None) in UNSUPPORTED_PROTOCOL
 
 
 def set_nodelay(sock: Any) -> None:
@@ -81,21 +121,25 @@ class MqttLink:
         self.last_error: str | None = None
         self.connect_count = 0
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            clean_session=settings.clean_session,
-            protocol=mqtt.MQTTv311,
-        )
-        client.connect_timeout = connect_timeout
-        configure_client(client, settings)
-        if will is not None:
-            topic, payload, qos, retain = will
+        self._will = will
+        self._connect_timeout = connect_timeout
+        self._fall_back = False
+        self.client = self._make_client(first_protocol(settings))
+
+    def _make_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
+        client = new_client(self.settings, self.settings.client_id, protocol)
+        client.connect_timeout = self._connect_timeout
+        if self._will is not None:
+            topic, payload, qos, retain = self._will
             client.will_set(topic, payload, qos, retain)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
-        self.client = client
+        return client
+
+    @property
+    def mqtt5(self) -> bool:
+        return bool(self.client.protocol == mqtt.MQTTv5)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -132,15 +176,24 @@ class MqttLink:
                 return False
             time.sleep(0.005)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
-        """Queue a message; paho keeps QoS 1/2 messages across reconnects. Returns its mid."""
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        """Queue a message; paho keeps QoS 1/2 messages across reconnects."""
+        if properties is not None and not self.mqtt5:
+            properties = None
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
         elif qos > 0:
             with self._pending_lock:
                 self._pending.append(info)
-        return info.mid
+        return info
 
     # -- the network thread ---------------------------------------------------------
 
@@ -148,10 +201,12 @@ class MqttLink:
         delay = self.settings.reconnect_interval
         while not self._stop.is_set():
             self._was_up = False
+            if self._fall_back:
+                self._fall_back = False
+                log.info("%s does not speak MQTT 5; using MQTT 3.1.1", self.settings.address)
+                self.client = self._make_client(mqtt.MQTTv311)
             try:
-                self.client.connect(
-                    self.settings.host, self.settings.port, keepalive=self.settings.keepalive
-                )
+                connect(self.client, self.settings)
             except (OSError, ValueError) as exc:
                 self._note_failure(f"cannot connect to {self.settings.address}: {exc}")
             else:
@@ -164,6 +219,8 @@ class MqttLink:
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
             self._connected.clear()
+            if self._fall_back:
+                continue
             if self._was_up:  # a healthy link broke: start the back-off afresh
                 delay = self.settings.reconnect_interval
             if self._stop.wait(delay):
@@ -184,6 +241,9 @@ class MqttLink:
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         try:
+            if reason.is_failure and unsupported_protocol(reason) and self.settings.protocol == "auto":
+                self._fall_back = True
+                return
             if reason.is_failure:
                 self._note_failure(f"broker {self.settings.address} refused us: {reason}")
                 return
@@ -193,9 +253,10 @@ class MqttLink:
             for topic, qos in self._subscriptions:
                 client.subscribe(topic, qos)
             log.info(
-                "connected to %s as %s%s",
+                "connected to %s as %s (MQTT %s)%s",
                 self.settings.address,
                 self.settings.client_id,
+                "5" if self.mqtt5 else "3.1.1",
                 " (again)" if self.connect_count > 1 else "",
             )
             self._connected.set()

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.protocol import format_timestamp
 from collectd_monitor.sandbox import wait_for
 
 from ..conftest import command_message, next_task_id, pids_of
@@ -52,7 +53,7 @@ def test_original_sender_shape_is_answered_in_the_original_shape(monitor, peer):
     p = peer(m)
     # Exactly as the Lua sender sends it: key order varies, task_id up to 2^32.
     raw = (
-        '{"timestamp":"2020-11-26T00:41:19Z","service":"hello",'
+        f'{{"timestamp":"{format_timestamp()}","service":"hello",'
         '"task_id":3126260400,"command":"exec"}'
     )
     p.send(m.command_topic, raw, qos=2)
@@ -436,7 +437,7 @@ def test_config_push_without_the_replacer_is_not_implemented(monitor, peer):
     task_id = next_task_id()
     p.send(
         m.command_topic,
-        {"task_id": task_id, "timestamp": "2020-12-26T00:41:19Z", "config": "LoadPlugin cpu\n"},
+        {"task_id": task_id, "timestamp": format_timestamp(), "config": "LoadPlugin cpu\n"},
     )
     result = p.result_for(m.result_topic, task_id)
     assert result["code"] == ResultCode.NOT_IMPLEMENTED

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                     "CommandTopic": "collectd-monitor/demo/command",
                     "CommandResultTopic": "collectd-monitor/demo/result",
                     "ClientId": "collectd-monitor-demo",
+                    "StateDir": str(workdir / "state"),
                     "Services": EXAMPLE_SERVICES,
                 },
                 indent=2,
