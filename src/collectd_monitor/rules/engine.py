@@ -1,0 +1,363 @@
+"""The local monitoring core: rules in, gated command runs and notifications out.
+
+The collectd glue hands it metrics (with the rules the index found for them)
+and notifications, and calls :meth:`Engine.tick` now and then for missing data
+and for breakers to close. The engine never runs a command itself: it hands
+runs to ``runner`` (the executor's worker threads in collectd, a dry run in
+``test-rules``) and dispatches results through ``emit``. Its clock is a
+parameter, so every state machine can be driven without sleeping.
+
+Python handlers are called without the lock held, so a slow handler holds up
+only the collectd thread that called it; rule state and gates change under
+one lock, since collectd calls the write callback from several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectd_monitor.agent import lookup_command
+from collectd_monitor.codes import ResultCode
+from collectd_monitor.config import CommandSpec, MonitorConfig
+from collectd_monitor.errors import ProtocolError
+from collectd_monitor.executor import Busy, Outcome
+from collectd_monitor.rules import notify
+from collectd_monitor.rules.condition import SeriesState, is_missing, judged_value, step
+from collectd_monitor.rules.declarative import GateSettings, NotificationRule, RuleSet, ValueRule
+from collectd_monitor.rules.gate import Gate, Verdict
+from collectd_monitor.rules.index import MetricIndex
+from collectd_monitor.rules.model import Action, Metric, Notice, Outgoing, Severity
+from collectd_monitor.rules.pyfiles import (
+    METRIC,
+    NOTIFICATION,
+    HandlerError,
+    RuleFiles,
+    call_handler,
+)
+
+log = logging.getLogger("collectd_monitor.local")
+
+Runner = Callable[[CommandSpec, Callable[[Outcome], None]], None]
+"""Starts a command off the caller's thread; raises :class:`Busy` when it cannot."""
+Emit = Callable[[Outgoing], None]
+Observer = Callable[[float, str, str, str], None]
+"""(time, event, rule name, text): what ``test-rules`` prints."""
+
+ERROR_LOG_EVERY = 60.0
+"""A handler that raises on every value logs once a minute, not 20 000 times a second."""
+
+
+def random_task_id() -> int:
+    return random.randint(1, 2**32)
+
+
+@dataclass
+class _Entry:
+    """A rule or handler as the engine tracks it."""
+
+    name: str
+    gate: Gate
+    action: Action | None = None
+    series: dict[tuple[str, ...], SeriesState] = field(default_factory=dict)
+    open_faults: set[tuple[str, ...]] = field(default_factory=set)
+    last_value: float | None = None
+
+
+@dataclass
+class _Run:
+    entry: _Entry
+    spec: CommandSpec
+    task_id: int
+    reason: str
+
+
+class Engine:
+    def __init__(
+        self,
+        config: MonitorConfig,
+        rules: RuleSet,
+        files: RuleFiles,
+        *,
+        runner: Runner,
+        emit: Emit,
+        clock: Callable[[], float] = time.monotonic,
+        observe: Observer | None = None,
+        new_task_id: Callable[[], int] = random_task_id,
+    ) -> None:
+        self.config = config
+        self.rules = rules
+        self.files = files
+        self.runner = runner
+        self.emit = emit
+        self.clock = clock
+        self.observe = observe
+        self.new_task_id = new_task_id
+        self.index = MetricIndex(rules.values)
+        source = os.path.basename(config.source) if config.source else "config.json"
+        self._entries: dict[int, _Entry] = {}
+        declared: list[tuple[str, ValueRule | NotificationRule]] = [
+            *((METRIC, r) for r in rules.values),
+            *((NOTIFICATION, r) for r in rules.notifications),
+        ]
+        for kind, rule in declared:
+            name = f"{source}::{kind}::{rule.name}"
+            self._entries[id(rule)] = _Entry(name, Gate(rule.gate), rule.action)
+        for handler in (*files.metric, *files.notification):
+            self._entries[id(handler)] = _Entry(handler.name, Gate(rules.defaults))
+        self._busy: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()
+        self._started = clock()
+        self._errors: dict[str, tuple[float, int]] = {}
+
+    # -- what the glue needs to know ------------------------------------------------
+
+    @property
+    def wants_values(self) -> bool:
+        return bool(self.rules.values or self.files.metric)
+
+    @property
+    def wants_notifications(self) -> bool:
+        return bool(self.rules.notifications or self.files.notification)
+
+    @property
+    def metric_handlers(self) -> bool:
+        return bool(self.files.metric)
+
+    @property
+    def defaults(self) -> GateSettings:
+        return self.rules.defaults
+
+    # -- input -----------------------------------------------------------------------
+
+    def on_metric(self, metric: Metric, rules: Iterable[ValueRule] = ()) -> None:
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        with self._lock:
+            for rule in rules:
+                self._value_rule(rule, metric, now, runs, out)
+        for handler in self.files.metric:
+            action = self._call(handler, metric, now)
+            with self._lock:
+                entry = self._entries[id(handler)]
+                entry.action = action or entry.action
+                self._judge(entry, action is not None, now, runs, out,
+                            f"handler returned {action.label}" if action else "")
+        self._flush(runs, out)
+
+    def on_notification(self, notice: Notice) -> None:
+        if notice.plugin == notify.PLUGIN_NAME:
+            return  # our own results never feed our own rules
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        key = (notice.host, notice.plugin, notice.plugin_instance, notice.type,
+               notice.type_instance)
+        with self._lock:
+            for rule in self.rules.notifications:
+                self._notification_rule(rule, notice, key, now, runs, out)
+        for handler in self.files.notification:
+            action = self._call(handler, notice, now)
+            with self._lock:
+                entry = self._entries[id(handler)]
+                entry.action = action or entry.action
+                self._judge(entry, action is not None, now, runs, out,
+                            f"handler returned {action.label}" if action else "")
+        self._flush(runs, out)
+
+    def tick(self) -> None:
+        """Missing data, open notification faults, breakers that may close."""
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        with self._lock:
+            for rule in self.rules.values:
+                if rule.missing is not None:
+                    self._missing(rule, now, runs, out)
+            for note_rule in self.rules.notifications:
+                entry = self._entries[id(note_rule)]
+                if entry.open_faults:
+                    self._judge(entry, True, now, runs, out, "fault notification not yet cleared")
+            for entry in self._entries.values():
+                self._maybe_resume(entry, now, out)
+        self._flush(runs, out)
+
+    # -- declarative rules ---------------------------------------------------------
+
+    def _value_rule(self, rule: ValueRule, metric: Metric, now: float,
+                    runs: list[_Run], out: list[Outgoing]) -> None:
+        entry = self._entries[id(rule)]
+        interval = metric.interval or rule.interval
+        for i, raw in enumerate(metric.values):
+            dsname = metric.dsnames[i] if i < len(metric.dsnames) else str(i)
+            if rule.data_source is not None and not rule.data_source.matches(dsname):
+                continue
+            key = (metric.host, metric.plugin, metric.plugin_instance, metric.type,
+                   metric.type_instance, dsname)
+            state = entry.series.get(key)
+            if state is None:
+                state = entry.series[key] = SeriesState(last_seen=now, interval=interval)
+            state.last_seen, state.interval = now, interval
+            was = state.faulty or state.missing
+            dstype = metric.dstypes[i] if i < len(metric.dstypes) else "gauge"
+            value = judged_value(state, float(raw), dstype, metric.time, interval)
+            if value is None:
+                state.missing = False
+                continue
+            fault = step(rule, state, value)
+            entry.last_value = value
+            where = f"{metric.identity} {dsname}={value:g}"
+            if fault and not was:
+                self._note(now, "fault", entry.name, where)
+            elif was and not fault:
+                self._note(now, "recovered", entry.name, where)
+                log.info("%s: recovered (%s)", entry.name, where)
+            self._judge(entry, fault, now, runs, out, where)
+
+    def _missing(self, rule: ValueRule, now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+        entry = self._entries[id(rule)]
+        assert rule.missing is not None
+        if not entry.series:
+            limit = rule.missing * rule.interval
+            if now - self._started > limit:
+                self._judge(entry, True, now, runs, out, f"no value at all for {limit:g} s")
+            return
+        for key, state in entry.series.items():
+            was = state.missing
+            if is_missing(rule, state, now):
+                what = f"no value from {'/'.join(key)} for {now - state.last_seen:.3g} s"
+                if not was:
+                    self._note(now, "fault", entry.name, what)
+                self._judge(entry, True, now, runs, out, what)
+
+    def _notification_rule(self, rule: NotificationRule, notice: Notice, key: tuple[str, ...],
+                           now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+        if not rule.selector.matches(*key):
+            return
+        if rule.message is not None and not rule.message.matches(notice.message):
+            return
+        entry = self._entries[id(rule)]
+        level = notice.severity
+        where = Severity(level).name if level in (1, 2, 4) else str(level)
+        where += f" from {'/'.join(k for k in key if k)}: {notice.message[:80]}"
+        if notice.severity in rule.severities:
+            if rule.recover_on_okay:
+                entry.open_faults.add(key)
+            self._note(now, "fault", entry.name, where)
+            self._judge(entry, True, now, runs, out, where)
+        elif notice.severity == Severity.OKAY and key in entry.open_faults:
+            entry.open_faults.discard(key)
+            self._note(now, "recovered", entry.name, where)
+            log.info("%s: recovered (%s)", entry.name, where)
+            self._judge(entry, bool(entry.open_faults), now, runs, out, where)
+
+    # -- gates and runs --------------------------------------------------------------
+
+    def _judge(self, entry: _Entry, fault: bool, now: float, runs: list[_Run],
+               out: list[Outgoing], reason: str) -> None:
+        gate = entry.gate
+        verdict = gate.report(now, fault)
+        if verdict is Verdict.QUIET:
+            self._maybe_resume(entry, now, out)
+            return
+        if verdict is Verdict.TRIPPED:
+            s = gate.settings
+            log.warning("%s: %d runs within %g s; suspended until no fault for %g s",
+                        entry.name, s.max_runs, s.window, s.resume_after)
+            self._note(now, "suspended", entry.name, f"after {s.max_runs} runs in {s.window:g} s")
+            out.append(notify.suspended(entry.name, gate.last_task_id, s.max_runs, s.window,
+                                        s.resume_after))
+            return
+        if verdict is not Verdict.RUN or entry.action is None:
+            return
+        action = entry.action
+        if (action.service, action.command) in self._busy:
+            self._note(now, "skipped", entry.name, f"{action.label} is already running")
+            log.info("%s: %s is already running; not started again", entry.name, action.label)
+            return
+        task_id = self.new_task_id()
+        try:
+            spec = lookup_command(self.config, action.service, action.command, task_id)
+        except ProtocolError as exc:
+            gate.started(now, task_id)
+            gate.finished(now)
+            log.error("%s: %s", entry.name, exc.message)
+            self._note(now, "error", entry.name, exc.message)
+            out.append(notify.result(entry.name, task_id, exc.code, exc.message))
+            return
+        gate.started(now, task_id)
+        self._busy.add((action.service, action.command))
+        runs.append(_Run(entry, spec, task_id, reason))
+
+    def _maybe_resume(self, entry: _Entry, now: float, out: list[Outgoing]) -> None:
+        if entry.gate.try_resume(now):
+            quiet = entry.gate.settings.resume_after
+            log.info("%s: no fault for %g s; circuit breaker closed", entry.name, quiet)
+            self._note(now, "resumed", entry.name, f"no fault for {quiet:g} s")
+            out.append(notify.resumed(entry.name, quiet))
+
+    def _flush(self, runs: list[_Run], out: list[Outgoing]) -> None:
+        for item in out:
+            self._emit(item)
+        for run in runs:
+            self._start(run)
+
+    def _start(self, run: _Run) -> None:
+        entry, spec = run.entry, run.spec
+        log.info("%s: task %d: running %s (%s)", entry.name, run.task_id, spec.label, run.reason)
+        what = f"task {run.task_id}: {spec.label} ({run.reason})"
+        self._note(self.clock(), "run", entry.name, what)
+
+        def done(outcome: Outcome) -> None:
+            with self._lock:
+                self._busy.discard((spec.service, spec.name))
+                entry.gate.finished(self.clock())
+            level = logging.INFO if outcome.code == 0 else logging.WARNING
+            log.log(level, "%s: task %d: %s ended with code %d", entry.name, run.task_id,
+                    spec.label, outcome.code)
+            self._note(self.clock(), "result", entry.name,
+                       f"task {run.task_id}: code {outcome.code}: {outcome.message[:100]}")
+            self._emit(notify.result(entry.name, run.task_id, outcome.code, outcome.message))
+
+        try:
+            self.runner(spec, done)
+        except Busy as exc:
+            done(Outcome(code=ResultCode.BUSY, output="", errors=f"not run: {exc}",
+                         start_failed=True))
+
+    def _emit(self, item: Outgoing) -> None:
+        try:
+            self.emit(item)
+        except Exception:
+            log.exception("cannot dispatch the notification for %s", item.type_instance)
+
+    # -- handler errors and observation ------------------------------------------------
+
+    def _call(self, handler: Any, item: Any, now: float) -> Action | None:
+        try:
+            return call_handler(handler, item)
+        except HandlerError as exc:
+            self._handler_failed(handler.name, str(exc), now)
+            return None
+
+    def _handler_failed(self, name: str, text: str, now: float) -> None:
+        self._note(now, "error", name, text)
+        with self._lock:
+            last, suppressed = self._errors.get(name, (float("-inf"), 0))
+            if now - last < ERROR_LOG_EVERY:
+                self._errors[name] = (last, suppressed + 1)
+                return
+            self._errors[name] = (now, 0)
+        more = f" ({suppressed} more such errors since the last report)" if suppressed else ""
+        log.error("%s%s", text, more)
+
+    def _note(self, now: float, event: str, name: str, text: str) -> None:
+        if self.observe is not None:
+            self.observe(now, event, name, text)

@@ -1,0 +1,75 @@
+"""Start-up of local monitoring from a loaded config, shared by the plugin and test-rules.
+
+Every problem with a rule is logged as one line naming the file (and key or
+line) and that rule is left out; the rest of the rules still run. Only a
+config that cannot be loaded at all keeps the plugin idle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from collectd_monitor.config import MonitorConfig
+from collectd_monitor.executor import CommandExecutor, Job
+from collectd_monitor.rules.declarative import RuleSet, parse_rules
+from collectd_monitor.rules.engine import Emit, Engine
+from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
+from collectd_monitor.runtime import load_for_plugin
+
+NAME = "collectd_monitor.local"
+log = logging.getLogger(NAME)
+
+
+def load_rules(config: MonitorConfig) -> tuple[RuleSet, RuleFiles, list[str]]:
+    """The declarative rules and rule files of ``config``, and one line per problem."""
+    rules = parse_rules(config.raw.get("Rules"), config.services, source=config.source)
+    files = load_rule_files(config.local_monitor_config_dir)
+    errors = [f"{error}; rule left out" for error in rules.errors] + list(files.errors)
+    return rules, files, errors
+
+
+@dataclass
+class LocalMonitor:
+    engine: Engine
+    executor: CommandExecutor
+
+    def stop(self) -> None:
+        self.executor.shutdown(timeout=0.4)
+
+
+def start_local(
+    options: Mapping[str, Any], *, emit: Emit, collectd: Any = None, offline: bool = False
+) -> LocalMonitor | None:
+    config = load_for_plugin(NAME, options, collectd=collectd)
+    if config is None:
+        return None
+    rules, files, errors = load_rules(config)
+    for line in errors:
+        log.error("%s", line)
+    log.info(
+        "%d value rule(s), %d notification rule(s), %d metric handler(s), "
+        "%d notification handler(s) from %d rule file(s)",
+        len(rules.values), len(rules.notifications), len(files.metric),
+        len(files.notification), len(files.files),
+    )
+    if offline:
+        log.info("offline mode (config validation run): rules loaded, not monitoring")
+        return None
+    executor = CommandExecutor(
+        max_concurrent=config.max_concurrent_commands,
+        max_queued=config.max_queued_commands,
+        default_timeout=config.command_timeout,
+        max_output=config.max_output_bytes,
+    )
+
+    def runner(spec: Any, on_done: Any) -> None:
+        executor.submit(Job(spec=spec, on_done=on_done))
+
+    engine = Engine(config, rules, files, runner=runner, emit=emit)
+    if not engine.wants_values and not engine.wants_notifications:
+        log.warning("no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
+                    config.local_monitor_config_dir or "not set")
+    return LocalMonitor(engine, executor)
