@@ -36,7 +36,7 @@ from collectd_monitor.protocol import (
 from collectd_monitor.outbox import Entry, Outbox
 from collectd_monitor.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.seen import SeenTasks
-from collectd_monitor.transport import MqttLink
+from collectd_monitor.transport import MqttLink, acknowledged
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class RemoteAgent:
         self._in_flight: dict[str, tuple[Entry, mqtt.MQTTMessageInfo]] = {}
         self._in_flight_lock = threading.Lock()
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
+        self._stop_hooks: list[Callable[[], None]] = []
         self._stopped = threading.Event()
         self._pump = threading.Thread(target=self._pump_outbox, name="cm-outbox", daemon=True)
 
@@ -143,9 +144,18 @@ class RemoteAgent:
     def add_connected_hook(self, hook: Callable[[], None]) -> None:
         self._connected_hooks.append(hook)
 
+    def add_stop_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first thing in :meth:`stop` (it must return promptly)."""
+        self._stop_hooks.append(hook)
+
     def stop(self) -> None:
         """End running commands, publish their results, disconnect: well under a second."""
         self._stopped.set()
+        for hook in self._stop_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("error in stop hook")
         self.executor.shutdown(timeout=0.4)
         if self.link.connected:
             self.link.publish(
@@ -186,7 +196,7 @@ class RemoteAgent:
 
     def _collect_acknowledged(self) -> None:
         with self._in_flight_lock:
-            done = [(n, e) for n, (e, info) in self._in_flight.items() if info.is_published()]
+            done = [(n, e) for n, (e, info) in self._in_flight.items() if acknowledged(info)]
             for name, _ in done:
                 del self._in_flight[name]
         for _, entry in done:

@@ -215,6 +215,8 @@ class Broker(_Process):
     tls_port: int = field(default_factory=free_port)
     mtls_port: int = field(default_factory=free_port)
     extra_conf: str = ""
+    persistence: bool = False
+    """Keep sessions and queued messages across a restart of the broker."""
 
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,8 @@ class Broker(_Process):
         passwd.chmod(0o600)
         conf = [
             "per_listener_settings true",
-            "persistence false",
+            "persistence true" if self.persistence else "persistence false",
+            f"persistence_location {self.directory}/",
             "user root" if os.geteuid() == 0 else "",
             "set_tcp_nodelay true",
             "log_type error",

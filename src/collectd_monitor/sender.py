@@ -3,6 +3,10 @@
 Unlike the original sender, which took the first message on the result topic
 and waited forever, this one matches the task_id, gives up after a deadline,
 and rides out a dropped broker connection (reconnecting and resubscribing).
+
+With MQTT 5 (tried first, falling back to 3.1.1) the request also names a
+response topic of its own with correlation data, and carries a message expiry
+so that a host which comes back hours later does not run a stale command.
 """
 
 from __future__ import annotations
@@ -14,21 +18,29 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, MonitorError, TransportError
 from collectd_monitor.protocol import Result
-from collectd_monitor.transport import configure_client
+from collectd_monitor.security import Signer
+from collectd_monitor.transport import connect, first_protocol, new_client, unsupported_protocol
 
 log = logging.getLogger(__name__)
 
 
 class ResultTimeout(MonitorError):
     pass
+
+
+class _Unsupported(TransportError):
+    """The broker does not speak the MQTT version we tried."""
 
 
 def new_task_id() -> int:
@@ -52,6 +64,8 @@ class Sender:
         *,
         persistent: bool = False,
         connect_timeout: float = 5.0,
+        signer: Signer | None = None,
+        expiry: float | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -59,19 +73,9 @@ class Sender:
         self.result_topic = result_topic
         self.persistent = persistent
         self.connect_timeout = connect_timeout
+        self.signer = signer
+        self.expiry = expiry
         self.progress = progress or (lambda _text: None)
-
-    def _client(self, client_id: str, clean: bool) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-        )
-        client.connect_timeout = self.connect_timeout
-        configure_client(client, self.settings)
-        client.reconnect_delay_set(1, 2)
-        return client
 
     def request(self, payload: Mapping[str, Any], timeout: float) -> Result:
         """Send ``payload`` (which carries its task_id) and return the matching result.
@@ -79,16 +83,43 @@ class Sender:
         Raises :class:`TransportError` / :class:`AuthError` when the broker cannot
         be reached or refuses us, :class:`ResultTimeout` when no result comes.
         """
+        if self.signer is not None:
+            payload = self.signer.sign(self.topic, payload)
+        try:
+            return self._attempt(payload, timeout, first_protocol(self.settings))
+        except _Unsupported:
+            if self.settings.protocol != "auto":
+                raise
+            self.progress("the broker does not speak MQTT 5; using MQTT 3.1.1")
+            return self._attempt(payload, timeout, mqtt.MQTTv311)
+
+    def _client(self, client_id: str, protocol: MQTTProtocolVersion) -> mqtt.Client:
+        client = new_client(self.settings, client_id, protocol)
+        client.connect_timeout = self.connect_timeout
+        client.reconnect_delay_set(1, 2)
+        return client
+
+    def _attempt(
+        self, payload: Mapping[str, Any], timeout: float, protocol: MQTTProtocolVersion
+    ) -> Result:
         task_id = payload["task_id"]
         client_id = f"collectd-monitor-sender-{task_id}"
-        client = self._client(client_id, clean=not self.persistent)
-        connack: dict[str, Any] = {}
-        connected = threading.Event()
-        subscribed = threading.Event()
-        done = threading.Event()
-        result: list[Result] = []
-        sent = threading.Event()
+        client = self._client(client_id, protocol)
+        mqtt5 = protocol == mqtt.MQTTv5
+        response_topic = f"{self.result_topic}/{client_id}"
+        topics = [self.result_topic, response_topic] if mqtt5 else [self.result_topic]
         body = json.dumps(dict(payload), ensure_ascii=False).encode("utf-8")
+        properties = None
+        if mqtt5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ResponseTopic = response_topic
+            properties.CorrelationData = str(task_id).encode()
+            if self.expiry:
+                properties.MessageExpiryInterval = max(1, round(self.expiry))
+
+        connack: dict[str, Any] = {}
+        connected, done, sent = threading.Event(), threading.Event(), threading.Event()
+        result: list[Result] = []
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             try:
@@ -97,16 +128,15 @@ class Sender:
                 if not reason.is_failure:
                     if sent.is_set():
                         self.progress("reconnected to the broker; still waiting")
-                    c.subscribe(self.result_topic, self.settings.qos)
+                    c.subscribe([(topic, self.settings.qos) for topic in topics])
             except Exception:
                 log.exception("connect handler")
 
         def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
             try:
-                subscribed.set()
                 if not sent.is_set():
                     sent.set()
-                    c.publish(self.topic, body, qos=self.settings.qos)
+                    c.publish(self.topic, body, qos=self.settings.qos, properties=properties)
             except Exception:
                 log.exception("subscribe handler")
 
@@ -127,8 +157,9 @@ class Sender:
         client.on_subscribe = on_subscribe
         client.on_message = on_message
         client.on_disconnect = on_disconnect
+        settings = replace(self.settings, keepalive=60)
         try:
-            client.connect(self.settings.host, self.settings.port, keepalive=60)
+            connect(client, settings, clean=not self.persistent)
         except ssl.SSLError as exc:
             raise TransportError(f"TLS with {self.settings.address} failed: {exc}") from None
         except (OSError, ValueError) as exc:
@@ -141,26 +172,28 @@ class Sender:
             reason = connack["reason"]
             if reason.is_failure:
                 text = str(reason)
+                if unsupported_protocol(reason):
+                    raise _Unsupported(text)
                 if "authori" in text.lower() or "password" in text.lower():
                     raise AuthError(f"the broker refused our credentials: {text}")
                 raise TransportError(f"the broker refused the connection: {text}")
             if not done.wait(max(deadline - time.monotonic(), 0)):
                 raise ResultTimeout(
                     f"no result for task {task_id} within {timeout:g} s"
-                    + ("" if subscribed.is_set() else " (never subscribed)")
+                    + ("" if sent.is_set() else " (the request was never sent)")
                 )
             return result[0]
         finally:
             client.disconnect()
             client.loop_stop()
             if self.persistent:
-                self._clear_session(client_id)
+                self._clear_session(client_id, protocol)
 
-    def _clear_session(self, client_id: str) -> None:
+    def _clear_session(self, client_id: str, protocol: MQTTProtocolVersion) -> None:
         """Drop our persistent session on the broker: connect once with clean session."""
-        client = self._client(client_id, clean=True)
+        client = self._client(client_id, protocol)
         try:
-            client.connect(self.settings.host, self.settings.port, keepalive=10)
+            connect(client, replace(self.settings, keepalive=10), clean=True)
             client.loop(0.2)
             client.disconnect()
         except (OSError, ValueError):

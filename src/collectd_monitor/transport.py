@@ -60,6 +60,21 @@ def connect(client: mqtt.Client, settings: BrokerSettings, *, clean: bool | None
         client.connect(settings.host, settings.port, keepalive=settings.keepalive)
 
 
+def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """True once the broker has a message (sent, and PUBACK/PUBCOMP received for QoS > 0).
+
+    ``is_published()`` raises for a message queued while disconnected, even after
+    paho has sent it on reconnect; the flag it reads is the one we want.
+    """
+    published = getattr(info, "_published", None)
+    if isinstance(published, bool):
+        return published
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):
+        return False
+
+
 def first_protocol(settings: BrokerSettings) -> MQTTProtocolVersion:
     return mqtt.MQTTv311 if settings.protocol == "3.1.1" else mqtt.MQTTv5
 
@@ -169,7 +184,7 @@ class MqttLink:
         end = time.monotonic() + timeout
         while True:
             with self._pending_lock:
-                self._pending = [info for info in self._pending if not info.is_published()]
+                self._pending = [info for info in self._pending if not acknowledged(info)]
                 if not self._pending:
                     return True
             if time.monotonic() >= end:

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 
 from collectd_monitor import __version__
-from collectd_monitor.cli import confblock, demo, send
+from collectd_monitor.cli import confblock, demo, keys, replace, send, testrules
 from collectd_monitor.cli.status import EXIT_USAGE
 
-COMMANDS = (send, confblock, demo)
+COMMANDS = (send, confblock, demo, keys, testrules, replace)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from collectd_monitor.codes import describe
 from collectd_monitor.config import BrokerSettings, default_topics, load_config, parse_host
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
 from collectd_monitor.protocol import encode_command, encode_config
+from collectd_monitor.security import Signer
 from collectd_monitor.sender import ResultTimeout, Sender, new_task_id
 
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
@@ -52,7 +53,27 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="HOSTNAME",
         help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)",
     )
+    group.add_argument(
+        "--mqtt-version",
+        choices=("auto", "5", "3.1.1"),
+        help="MQTT version (default auto: 5, falling back to 3.1.1)",
+    )
     group.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    signing = parser.add_argument_group("signing")
+    signing.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign the message: an Ed25519 private key (from 'keygen') or an HMAC secret file",
+    )
+    signing.add_argument(
+        "--key-id", metavar="ID", help="the key's name on the hosts (default: the file's stem)"
+    )
+    signing.add_argument(
+        "--expiry",
+        type=float,
+        metavar="SECONDS",
+        help="MQTT 5 message expiry: a host offline longer never runs it (default: --timeout)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -114,6 +135,8 @@ def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str,
     elif secure and not settings.secure:
         changes["port"] = 8883
     password = args.password or os.environ.get(PASSWORD_ENV)
+    if args.mqtt_version:
+        changes["protocol"] = args.mqtt_version
     for key, value in (
         ("user", args.user),
         ("password", password),
@@ -137,7 +160,22 @@ def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persiste
     except ConfigError as exc:
         print(f"collectd-monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    sender = Sender(settings, topic, result_topic, persistent=persistent, progress=progress)
+    signer = None
+    if args.sign_key:
+        try:
+            signer = Signer.from_file(args.sign_key, args.key_id)
+        except (OSError, ValueError) as exc:
+            print(f"collectd-monitor: cannot use signing key: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    sender = Sender(
+        settings,
+        topic,
+        result_topic,
+        persistent=persistent,
+        signer=signer,
+        expiry=args.expiry if args.expiry is not None else args.timeout,
+        progress=progress,
+    )
     progress(f"sending {what} as task {payload['task_id']} to {topic} at {settings.address}")
     try:
         result = sender.request(payload, timeout=args.timeout)
