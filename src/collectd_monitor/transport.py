@@ -207,6 +207,8 @@ class MqttLink:
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
         elif qos > 0:
             with self._pending_lock:
+                if len(self._pending) >= 256:  # keep only what is still unacknowledged
+                    self._pending = [old for old in self._pending if not acknowledged(old)]
                 self._pending.append(info)
         return info
 

@@ -1,0 +1,161 @@
+"""A bounded flood of mixed messages against a live remote plugin (loopback only).
+
+Used by the test suite and by ``bench/bench_flood.py``. A third of the messages
+are valid commands, a third are invalid but carry a task_id (each must get
+exactly one refusal), a third carry no usable task_id (only logged). Messages
+go out in batches; each batch waits for its answers (bounded), so the broker's
+per-client queue limit is never the thing measured.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collectd_monitor.protocol import format_timestamp
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class FloodReport:
+    sent: int = 0
+    valid: int = 0
+    invalid_with_id: int = 0
+    without_id: int = 0
+    answered: int = 0
+    """Valid commands answered exactly once."""
+    rejected: int = 0
+    """Invalid messages with a task_id refused exactly once."""
+    duplicated: int = 0
+    """Task ids answered more than once."""
+    lost: int = 0
+    """Messages with a task_id that got no answer at all."""
+    codes: Counter[int] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def _invalid(task_id: int, rng: random.Random) -> bytes:
+    now = format_timestamp()
+    kind = rng.randrange(4)
+    if kind == 0:
+        return json.dumps(
+            {"task_id": task_id, "timestamp": now, "service": "nosuch", "command": "x"}
+        ).encode()
+    if kind == 1:
+        return json.dumps({"task_id": task_id, "timestamp": now, "service": "svc"}).encode()
+    if kind == 2:
+        return f'{{"task_id": {task_id}, "timestamp": "{now}", "service": '.encode()
+    return json.dumps(
+        {"task_id": task_id, "timestamp": now, "service": ["svc"], "command": "true"}
+    ).encode()
+
+
+def _junk(rng: random.Random) -> bytes:
+    choices = [
+        lambda: rng.randbytes(rng.randrange(1, 200)),
+        lambda: b"[1, 2, 3]",
+        lambda: b"null",
+        lambda: json.dumps({"service": "svc", "command": "true"}).encode(),
+        lambda: b"",
+    ]
+    return rng.choice(choices)()
+
+
+def run_flood(
+    port: int,
+    command_topic: str,
+    result_topic: str,
+    *,
+    total: int = 3000,
+    batch: int = 300,
+    service: str = "svc",
+    command: str = "true",
+    seed: int = 1,
+    batch_timeout: float = 30.0,
+) -> FloodReport:
+    rng = random.Random(seed)
+    answers: Counter[Any] = Counter()
+    codes: dict[Any, int] = {}
+    lock = threading.Lock()
+    arrived = threading.Condition(lock)
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            result = json.loads(msg.payload)
+        except ValueError:
+            return
+        with arrived:
+            answers[result.get("task_id")] += 1
+            codes[result.get("task_id")] = result.get("code")
+            arrived.notify_all()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-{uuid.uuid4().hex[:8]}")
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(result_topic, 1)
+    if not subscribed.wait(5):
+        raise RuntimeError("no SUBACK")
+    report = FloodReport()
+    valid_ids: list[int] = []
+    invalid_ids: list[int] = []
+    base = rng.randrange(10**9, 2 * 10**9)
+    started = time.monotonic()
+    try:
+        for first in range(0, total, batch):
+            expected = []
+            for n in range(first, min(first + batch, total)):
+                task_id = base + n
+                kind = n % 3
+                if kind == 0:
+                    payload = json.dumps({"task_id": task_id, "timestamp": format_timestamp(),
+                                          "service": service, "command": command}).encode()
+                    valid_ids.append(task_id)
+                    expected.append(task_id)
+                elif kind == 1:
+                    payload = _invalid(task_id, rng)
+                    invalid_ids.append(task_id)
+                    expected.append(task_id)
+                else:
+                    payload = _junk(rng)
+                    report.without_id += 1
+                client.publish(command_topic, payload, qos=1)
+                report.sent += 1
+            deadline = time.monotonic() + batch_timeout
+            with arrived:
+                while not all(answers[t] for t in expected):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    arrived.wait(remaining)
+        time.sleep(0.5)  # late duplicates, if any, would show up here
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    report.seconds = time.monotonic() - started
+    with lock:
+        report.valid, report.invalid_with_id = len(valid_ids), len(invalid_ids)
+        report.answered = sum(1 for t in valid_ids if answers[t] == 1)
+        report.rejected = sum(1 for t in invalid_ids if answers[t] == 1)
+        report.duplicated = sum(1 for t in valid_ids + invalid_ids if answers[t] > 1)
+        report.lost = sum(1 for t in valid_ids + invalid_ids if answers[t] == 0)
+        report.codes = Counter(codes[t] for t in valid_ids + invalid_ids if t in codes)
+    return report

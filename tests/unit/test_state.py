@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from collectd_monitor.outbox import Outbox
+from collectd_monitor.seen import SeenTasks
+
+
+def test_seen_ids_survive_a_restart_within_the_window(tmp_path):
+    path = tmp_path / "state" / "seen.jsonl"
+    clock = [1000.0]
+    first = SeenTasks(10, path=path, window=60, clock=lambda: clock[0])
+    assert first.add(1) and first.add("abc")
+    first.close()
+    again = SeenTasks(10, path=path, window=60, clock=lambda: clock[0])
+    assert not again.add(1) and not again.add("abc")
+    again.close()
+    clock[0] += 120  # past the window: forgotten (such messages are refused as expired anyway)
+    later = SeenTasks(10, path=path, window=60, clock=lambda: clock[0])
+    assert later.add(1)
+    later.close()
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_seen_file_is_compacted_and_bounded(tmp_path):
+    path = tmp_path / "seen.jsonl"
+    seen = SeenTasks(5, path=path)
+    for task_id in range(100):
+        seen.add(task_id)
+    seen.close()
+    assert len(path.read_text().splitlines()) <= 11
+    reloaded = SeenTasks(5, path=path)
+    assert 99 in reloaded and 0 not in reloaded
+    reloaded.close()
+
+
+def test_torn_lines_are_skipped(tmp_path):
+    path = tmp_path / "seen.jsonl"
+    path.write_text('[1, 5.0]\n[2, 6.0]\n[3, 7')
+    seen = SeenTasks(10, path=path)
+    assert 1 in seen and 2 in seen and 3 not in seen
+    seen.close()
+
+
+def test_outbox_keeps_entries_until_removed(tmp_path):
+    box = Outbox(tmp_path / "outbox")
+    first = box.put("t/r", b'{"task_id": 1}')
+    second = box.put("t/r", b'{"task_id": 2}')
+    assert [e.payload for e in Outbox(tmp_path / "outbox").pending()] == [
+        b'{"task_id": 1}', b'{"task_id": 2}'
+    ]
+    box.remove(first)
+    assert [e.name for e in box.pending()] == [second.name]
+    assert ((tmp_path / "outbox" / second.name).stat().st_mode & 0o777) == 0o600
+    (tmp_path / "outbox" / "00000000000000000001-1-000001.json").write_text("{broken")
+    assert len(box) == 1
+
+
+def test_outbox_in_memory_when_no_directory():
+    box = Outbox(None)
+    entry = box.put("t", b"x")
+    assert list(box.pending()) == [entry]
+    box.remove(entry)
+    assert len(box) == 0
