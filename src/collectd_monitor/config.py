@@ -247,6 +247,7 @@ KEYS: dict[str, Converter] = {
     "MaxConcurrentCommands": _as_positive_int,
     "MaxQueuedCommands": _as_positive_int,
     "DuplicateMemory": _as_positive_int,
+    "AllowConfigReplace": _as_bool,
     # Parsed by the parts that own them.
     "Rules": _as_any,
     "Security": _as_any,

@@ -53,5 +53,9 @@ def start_remote(
         log.info("offline mode (config validation run): config loaded, not connecting")
         return None
     agent = RemoteAgent(config)
+    if config.raw.get("AllowConfigReplace", True):
+        from collectd_monitor.replacer.plugin import install
+
+        install(agent)
     agent.start()
     return agent

@@ -432,7 +432,7 @@ def test_many_commands_at_once_are_all_answered(monitor, peer):
 
 
 def test_config_push_without_the_replacer_is_not_implemented(monitor, peer):
-    m = monitor()
+    m = monitor({"AllowConfigReplace": False})
     p = peer(m)
     task_id = next_task_id()
     p.send(
