@@ -65,6 +65,13 @@ def _init() -> None:
     _index, _handlers = engine.index, engine.metric_handlers
     if engine.wants_values:
         collectd.register_write(_write, name=NAME)
+        log.info(
+            "watching values: %d rule(s) on %s",
+            len(_index),
+            "all plugins" if _index.plugins is None else f"{len(_index.plugins)} plugin(s)",
+        )
+    else:
+        log.info("no rule needs values: write callback not registered")
     if engine.wants_notifications:
         collectd.register_notification(_notification, name=NAME)
     collectd.register_read(_tick, TICK, name=NAME)
@@ -88,8 +95,18 @@ def _write(vl: Any) -> None:
         if not rules and not _handlers:
             return
         dsnames, dstypes = _dataset(vl.type)
-        metric = Metric(vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance,
-                        vl.time, vl.interval, tuple(vl.values), dsnames, dstypes)
+        metric = Metric(
+            vl.host,
+            vl.plugin,
+            vl.plugin_instance,
+            vl.type,
+            vl.type_instance,
+            vl.time,
+            vl.interval,
+            tuple(vl.values),
+            dsnames,
+            dstypes,
+        )
         assert _monitor is not None
         _monitor.engine.on_metric(metric, rules)
     except Exception:  # an exception makes collectd back off from calling us
@@ -100,10 +117,18 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
-        _monitor.engine.on_notification(Notice(
-            n.host, n.plugin, n.plugin_instance, n.type, n.type_instance, n.time,
-            int(n.severity), n.message,
-        ))
+        _monitor.engine.on_notification(
+            Notice(
+                n.host,
+                n.plugin,
+                n.plugin_instance,
+                n.type,
+                n.type_instance,
+                n.time,
+                int(n.severity),
+                n.message,
+            )
+        )
     except Exception:
         log.exception("notification callback failed")
 

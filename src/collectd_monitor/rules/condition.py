@@ -25,8 +25,9 @@ class SeriesState:
     prev_time: float | None = None
 
 
-def judged_value(state: SeriesState, raw: float, dstype: str, time: float,
-                 interval: float) -> float | None:
+def judged_value(
+    state: SeriesState, raw: float, dstype: str, time: float, interval: float
+) -> float | None:
     """The number a rule compares: the value of a gauge, the rate of a counter.
 
     None when there is nothing to judge yet (a first counter value, a wrap, NaN).

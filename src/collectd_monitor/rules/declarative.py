@@ -97,11 +97,27 @@ _SELECTOR_KEYS = {
 }
 _GATE_KEYS = {"cooldown", "maxruns", "window", "resumeafter"}
 _VALUE_KEYS = {
-    "name", "action", "datasource", "above", "below", "hits", "hysteresis", "missing",
-    "interval", *_SELECTOR_KEYS, *_GATE_KEYS,
+    "name",
+    "action",
+    "datasource",
+    "above",
+    "below",
+    "hits",
+    "hysteresis",
+    "missing",
+    "interval",
+    *_SELECTOR_KEYS,
+    *_GATE_KEYS,
 }
-_NOTIFICATION_KEYS = {"name", "action", "severity", "message", "recover", *_SELECTOR_KEYS,
-                      *_GATE_KEYS}
+_NOTIFICATION_KEYS = {
+    "name",
+    "action",
+    "severity",
+    "message",
+    "recover",
+    *_SELECTOR_KEYS,
+    *_GATE_KEYS,
+}
 
 
 class _Invalid(Exception):
@@ -139,12 +155,15 @@ def _gate(raw: Mapping[str, Any], where: str, base: GateSettings) -> GateSetting
     window = _number(raw["window"], f"{where}.Window", minimum=0.001) if "window" in raw else None
     return GateSettings(
         cooldown=_number(raw["cooldown"], f"{where}.Cooldown", minimum=0)
-        if "cooldown" in raw else base.cooldown,
+        if "cooldown" in raw
+        else base.cooldown,
         max_runs=int(_number(raw["maxruns"], f"{where}.MaxRuns", minimum=1, integer=True))
-        if "maxruns" in raw else base.max_runs,
+        if "maxruns" in raw
+        else base.max_runs,
         window=window if window is not None else base.window,
         resume_after=_number(raw["resumeafter"], f"{where}.ResumeAfter", minimum=0)
-        if "resumeafter" in raw else base.resume_after,
+        if "resumeafter" in raw
+        else base.resume_after,
     )
 
 
@@ -166,14 +185,18 @@ def _action(raw: Mapping[str, Any], where: str, services: Mapping[str, Service])
     fields = _lower(body, f"{where}.Action", {"service", "command"})
     if "service" not in fields or "command" not in fields:
         raise _Invalid(f"{where}.Action", "needs both Service and Command")
-    action = Action(_string(fields["service"], f"{where}.Action.Service"),
-                    _string(fields["command"], f"{where}.Action.Command"))
+    action = Action(
+        _string(fields["service"], f"{where}.Action.Service"),
+        _string(fields["command"], f"{where}.Action.Command"),
+    )
     service = services.get(action.service)
     if service is None:
         raise _Invalid(f"{where}.Action.Service", f"no service {action.service!r} in Services")
     if action.command not in service.commands:
-        raise _Invalid(f"{where}.Action.Command",
-                       f"service {action.service!r} has no command {action.command!r}")
+        raise _Invalid(
+            f"{where}.Action.Command",
+            f"service {action.service!r} has no command {action.command!r}",
+        )
     return action
 
 
@@ -273,15 +296,17 @@ def parse_rules(
         defaults_raw = top.get("defaults", {})
         if not isinstance(defaults_raw, Mapping):
             raise _Invalid("Rules.Defaults", "expected an object")
-        defaults = _gate(_lower(defaults_raw, "Rules.Defaults", _GATE_KEYS), "Rules.Defaults",
-                         GateSettings())
+        defaults = _gate(
+            _lower(defaults_raw, "Rules.Defaults", _GATE_KEYS), "Rules.Defaults", GateSettings()
+        )
     except _Invalid as exc:
         fail(exc)
         return RuleSet(errors=tuple(errors))
     seen: set[str] = set()
     parsed: dict[str, list[Any]] = {"values": [], "notifications": []}
     parsers: dict[str, Callable[..., Any]] = {
-        "values": parse_value_rule, "notifications": parse_notification_rule,
+        "values": parse_value_rule,
+        "notifications": parse_notification_rule,
     }
     for key, parser in parsers.items():
         items = top.get(key, [])

@@ -54,6 +54,13 @@ ERROR_LOG_EVERY = 60.0
 """A handler that raises on every value logs once a minute, not 20 000 times a second."""
 
 
+def _identity(host: str, plugin: str, plugin_instance: str, type_: str, type_instance: str) -> str:
+    """collectd's way to write a series: ``host/plugin-instance/type-instance``."""
+    plugin = f"{plugin}-{plugin_instance}" if plugin_instance else plugin
+    type_ = f"{type_}-{type_instance}" if type_instance else type_
+    return f"{host}/{plugin}/{type_}"
+
+
 def random_task_id() -> int:
     return random.randint(1, 2**32)
 
@@ -134,6 +141,10 @@ class Engine:
     def defaults(self) -> GateSettings:
         return self.rules.defaults
 
+    def restart_clock(self) -> None:
+        """Count "no value at all" from now (``test-rules``: from the first record)."""
+        self._started = self.clock()
+
     # -- input -----------------------------------------------------------------------
 
     def on_metric(self, metric: Metric, rules: Iterable[ValueRule] = ()) -> None:
@@ -148,8 +159,14 @@ class Engine:
             with self._lock:
                 entry = self._entries[id(handler)]
                 entry.action = action or entry.action
-                self._judge(entry, action is not None, now, runs, out,
-                            f"handler returned {action.label}" if action else "")
+                self._judge(
+                    entry,
+                    action is not None,
+                    now,
+                    runs,
+                    out,
+                    f"handler returned {action.label}" if action else "",
+                )
         self._flush(runs, out)
 
     def on_notification(self, notice: Notice) -> None:
@@ -158,8 +175,13 @@ class Engine:
         now = self.clock()
         runs: list[_Run] = []
         out: list[Outgoing] = []
-        key = (notice.host, notice.plugin, notice.plugin_instance, notice.type,
-               notice.type_instance)
+        key = (
+            notice.host,
+            notice.plugin,
+            notice.plugin_instance,
+            notice.type,
+            notice.type_instance,
+        )
         with self._lock:
             for rule in self.rules.notifications:
                 self._notification_rule(rule, notice, key, now, runs, out)
@@ -168,8 +190,14 @@ class Engine:
             with self._lock:
                 entry = self._entries[id(handler)]
                 entry.action = action or entry.action
-                self._judge(entry, action is not None, now, runs, out,
-                            f"handler returned {action.label}" if action else "")
+                self._judge(
+                    entry,
+                    action is not None,
+                    now,
+                    runs,
+                    out,
+                    f"handler returned {action.label}" if action else "",
+                )
         self._flush(runs, out)
 
     def tick(self) -> None:
@@ -191,16 +219,23 @@ class Engine:
 
     # -- declarative rules ---------------------------------------------------------
 
-    def _value_rule(self, rule: ValueRule, metric: Metric, now: float,
-                    runs: list[_Run], out: list[Outgoing]) -> None:
+    def _value_rule(
+        self, rule: ValueRule, metric: Metric, now: float, runs: list[_Run], out: list[Outgoing]
+    ) -> None:
         entry = self._entries[id(rule)]
         interval = metric.interval or rule.interval
         for i, raw in enumerate(metric.values):
             dsname = metric.dsnames[i] if i < len(metric.dsnames) else str(i)
             if rule.data_source is not None and not rule.data_source.matches(dsname):
                 continue
-            key = (metric.host, metric.plugin, metric.plugin_instance, metric.type,
-                   metric.type_instance, dsname)
+            key = (
+                metric.host,
+                metric.plugin,
+                metric.plugin_instance,
+                metric.type,
+                metric.type_instance,
+                dsname,
+            )
             state = entry.series.get(key)
             if state is None:
                 state = entry.series[key] = SeriesState(last_seen=now, interval=interval)
@@ -232,13 +267,21 @@ class Engine:
         for key, state in entry.series.items():
             was = state.missing
             if is_missing(rule, state, now):
-                what = f"no value from {'/'.join(key)} for {now - state.last_seen:.3g} s"
+                series = _identity(*key[:5])
+                what = f"no value from {series} {key[-1]} for {now - state.last_seen:.3g} s"
                 if not was:
                     self._note(now, "fault", entry.name, what)
                 self._judge(entry, True, now, runs, out, what)
 
-    def _notification_rule(self, rule: NotificationRule, notice: Notice, key: tuple[str, ...],
-                           now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+    def _notification_rule(
+        self,
+        rule: NotificationRule,
+        notice: Notice,
+        key: tuple[str, ...],
+        now: float,
+        runs: list[_Run],
+        out: list[Outgoing],
+    ) -> None:
         if not rule.selector.matches(*key):
             return
         if rule.message is not None and not rule.message.matches(notice.message):
@@ -246,7 +289,7 @@ class Engine:
         entry = self._entries[id(rule)]
         level = notice.severity
         where = Severity(level).name if level in (1, 2, 4) else str(level)
-        where += f" from {'/'.join(k for k in key if k)}: {notice.message[:80]}"
+        where += f" from {_identity(*key)}: {notice.message[:80]}"
         if notice.severity in rule.severities:
             if rule.recover_on_okay:
                 entry.open_faults.add(key)
@@ -260,8 +303,15 @@ class Engine:
 
     # -- gates and runs --------------------------------------------------------------
 
-    def _judge(self, entry: _Entry, fault: bool, now: float, runs: list[_Run],
-               out: list[Outgoing], reason: str) -> None:
+    def _judge(
+        self,
+        entry: _Entry,
+        fault: bool,
+        now: float,
+        runs: list[_Run],
+        out: list[Outgoing],
+        reason: str,
+    ) -> None:
         gate = entry.gate
         verdict = gate.report(now, fault)
         if verdict is Verdict.QUIET:
@@ -269,11 +319,19 @@ class Engine:
             return
         if verdict is Verdict.TRIPPED:
             s = gate.settings
-            log.warning("%s: %d runs within %g s; suspended until no fault for %g s",
-                        entry.name, s.max_runs, s.window, s.resume_after)
+            log.warning(
+                "%s: %d runs within %g s; suspended until no fault for %g s",
+                entry.name,
+                s.max_runs,
+                s.window,
+                s.resume_after,
+            )
             self._note(now, "suspended", entry.name, f"after {s.max_runs} runs in {s.window:g} s")
-            out.append(notify.suspended(entry.name, gate.last_task_id, s.max_runs, s.window,
-                                        s.resume_after))
+            out.append(
+                notify.suspended(
+                    entry.name, gate.last_task_id, s.max_runs, s.window, s.resume_after
+                )
+            )
             return
         if verdict is not Verdict.RUN or entry.action is None:
             return
@@ -320,17 +378,30 @@ class Engine:
                 self._busy.discard((spec.service, spec.name))
                 entry.gate.finished(self.clock())
             level = logging.INFO if outcome.code == 0 else logging.WARNING
-            log.log(level, "%s: task %d: %s ended with code %d", entry.name, run.task_id,
-                    spec.label, outcome.code)
-            self._note(self.clock(), "result", entry.name,
-                       f"task {run.task_id}: code {outcome.code}: {outcome.message[:100]}")
+            log.log(
+                level,
+                "%s: task %d: %s ended with code %d",
+                entry.name,
+                run.task_id,
+                spec.label,
+                outcome.code,
+            )
+            self._note(
+                self.clock(),
+                "result",
+                entry.name,
+                f"task {run.task_id}: code {outcome.code}: {outcome.message[:100]}",
+            )
             self._emit(notify.result(entry.name, run.task_id, outcome.code, outcome.message))
 
         try:
             self.runner(spec, done)
         except Busy as exc:
-            done(Outcome(code=ResultCode.BUSY, output="", errors=f"not run: {exc}",
-                         start_failed=True))
+            done(
+                Outcome(
+                    code=ResultCode.BUSY, output="", errors=f"not run: {exc}", start_failed=True
+                )
+            )
 
     def _emit(self, item: Outgoing) -> None:
         try:

@@ -42,8 +42,13 @@ class MetricIndex:
         plugins = self.plugins
         if plugins is not None and values.plugin not in plugins:
             return NOTHING
-        key = (values.host, values.plugin, values.plugin_instance, values.type,
-               values.type_instance)
+        key = (
+            values.host,
+            values.plugin,
+            values.plugin_instance,
+            values.type,
+            values.type_instance,
+        )
         found = self._cache.get(key)
         if found is None:
             found = self._resolve(key)

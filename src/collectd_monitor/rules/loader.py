@@ -52,8 +52,11 @@ def start_local(
     log.info(
         "%d value rule(s), %d notification rule(s), %d metric handler(s), "
         "%d notification handler(s) from %d rule file(s)",
-        len(rules.values), len(rules.notifications), len(files.metric),
-        len(files.notification), len(files.files),
+        len(rules.values),
+        len(rules.notifications),
+        len(files.metric),
+        len(files.notification),
+        len(files.files),
     )
     if offline:
         log.info("offline mode (config validation run): rules loaded, not monitoring")
@@ -70,6 +73,8 @@ def start_local(
 
     engine = Engine(config, rules, files, runner=runner, emit=emit)
     if not engine.wants_values and not engine.wants_notifications:
-        log.warning("no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
-                    config.local_monitor_config_dir or "not set")
+        log.warning(
+            "no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
+            config.local_monitor_config_dir or "not set",
+        )
     return LocalMonitor(engine, executor)

@@ -72,8 +72,11 @@ class Selector:
     def describe(self) -> str:
         parts = [
             f"{name}={pattern.text}"
-            for name, pattern in zip(FIELDS, (self.host, self.plugin, self.plugin_instance,
-                                               self.type, self.type_instance), strict=True)
+            for name, pattern in zip(
+                FIELDS,
+                (self.host, self.plugin, self.plugin_instance, self.type, self.type_instance),
+                strict=True,
+            )
             if pattern is not None
         ]
         return " ".join(parts) or "everything"

@@ -65,8 +65,10 @@ def result(name: str, task_id: int | None, code: int, message: str) -> Outgoing:
 
 
 def suspended(name: str, task_id: int | None, runs: int, window: float, resume: float) -> Outgoing:
-    text = (f"circuit breaker open: {runs} runs within {window:g} s; rule suspended until it "
-            f"reports no fault for {resume:g} s")
+    text = (
+        f"circuit breaker open: {runs} runs within {window:g} s; rule suspended until it "
+        f"reports no fault for {resume:g} s"
+    )
     return Outgoing(Severity.FAILURE, clip_name(name), result_message(task_id, SUSPENDED, text))
 
 

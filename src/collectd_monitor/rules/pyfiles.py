@@ -91,26 +91,31 @@ def _handlers_of(module: ModuleType, path: str, kind: str) -> list[Handler]:
     elif isinstance(value, Mapping):
         items = list(value.items())
     else:
-        raise TypeError(f"{attribute} must be a function or a mapping of names to functions, "
-                        f"not {type(value).__name__}")
+        raise TypeError(
+            f"{attribute} must be a function or a mapping of names to functions, "
+            f"not {type(value).__name__}"
+        )
     handlers = []
     for name, func in items:
         if not isinstance(name, str) or not callable(func):
             raise TypeError(f"{attribute}[{name!r}] is not a function")
         code = getattr(func, "__code__", None)
-        handlers.append(Handler(
-            name=handler_name(path, kind, name),
-            kind=kind,
-            func=func,
-            path=path,
-            line=code.co_firstlineno if code is not None else 0,
-        ))
+        handlers.append(
+            Handler(
+                name=handler_name(path, kind, name),
+                kind=kind,
+                func=func,
+                path=path,
+                line=code.co_firstlineno if code is not None else 0,
+            )
+        )
     return handlers
 
 
 def rule_file_paths(directory: str) -> list[str]:
     names = sorted(
-        name for name in os.listdir(directory)
+        name
+        for name in os.listdir(directory)
         if name.endswith(".py") and not name.startswith((".", "_"))
     )
     return [os.path.join(directory, name) for name in names]
