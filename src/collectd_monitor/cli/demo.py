@@ -34,7 +34,10 @@ def register(subparsers: Any) -> None:
 
 
 def say(text: str) -> None:
-    print(f"demo: {text}", file=sys.stderr, flush=True)
+    try:
+        print(f"demo: {text}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError):  # stderr went away; cleanup must still run
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
