@@ -44,8 +44,11 @@ def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
     yield
     marker = str(tmp_path)
     try:
-        wait_for(lambda: not [p for p in pids_of(HELPER) if p in pids_of(marker)], 60,
-                 what="replacement helpers to finish")
+        wait_for(
+            lambda: not [p for p in pids_of(HELPER) if p in pids_of(marker)],
+            60,
+            what="replacement helpers to finish",
+        )
     finally:
         for pid in [p for p in pids_of(HELPER) if p in pids_of(marker)]:
             os.kill(pid, 9)
@@ -53,8 +56,7 @@ def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
 
 def start(monitor: Any, *, services: dict[str, Any] | None = None, **kwargs: Any) -> Monitor:
     collectd_service = {**TIMING, **(services or {})}
-    return monitor(services={**HELLO_SERVICES, "collectd": collectd_service}, daemon=True,
-                   **kwargs)
+    return monitor(services={**HELLO_SERVICES, "collectd": collectd_service}, daemon=True, **kwargs)
 
 
 def new_config(m: Monitor, **changes: Any) -> str:
@@ -63,8 +65,9 @@ def new_config(m: Monitor, **changes: Any) -> str:
 
 def push(peer: Any, m: Monitor, text: str) -> int:
     task_id = next_task_id()
-    peer.send(m.command_topic, {"task_id": task_id, "timestamp": format_timestamp(),
-                                "config": text})
+    peer.send(
+        m.command_topic, {"task_id": task_id, "timestamp": format_timestamp(), "config": text}
+    )
     return task_id
 
 
@@ -78,8 +81,9 @@ def with_python_module(text: str, directory: Path, name: str, source: str) -> st
     """Add a python module of our own to a rendered config (a test stand-in for a bad plugin)."""
     directory.mkdir(exist_ok=True)
     (directory / f"{name}.py").write_text(textwrap.dedent(source))
-    return text.replace("<Plugin python>\n",
-                        f'<Plugin python>\n  ModulePath "{directory}"\n  Import "{name}"\n', 1)
+    return text.replace(
+        "<Plugin python>\n", f'<Plugin python>\n  ModulePath "{directory}"\n  Import "{name}"\n', 1
+    )
 
 
 # --------------------------------------------------------------------------- success
@@ -90,9 +94,11 @@ def test_push_applies_the_new_config_and_reports_success_after_the_restart(monit
     p = peer(m)
     old_pid, old_text = live_pid(m), m.collectd.conf_path.read_text()
     csv = m.collectd.directory / "csv"
-    text = new_config(m, hostname="replaced-host",
-                      extra_conf=f'LoadPlugin load\nLoadPlugin csv\n<Plugin csv>\n'
-                                 f'  DataDir "{csv}"\n</Plugin>\n')
+    text = new_config(
+        m,
+        hostname="replaced-host",
+        extra_conf=f'LoadPlugin load\nLoadPlugin csv\n<Plugin csv>\n  DataDir "{csv}"\n</Plugin>\n',
+    )
     task_id = push(p, m, text)
     result = p.result_for(m.result_topic, task_id, timeout=RESULT_WAIT)
     assert result["code"] == 0, result["message"] + m.log()[-3000:]
@@ -129,13 +135,15 @@ def test_the_validation_run_stays_offline(monitor, peer, broker):
     assert m.collectd.pid() is not None
 
 
-# --------------------------------------------------------------------------- refused before anything changes
+# --------------------------------------------------------------------------- refused early
 
 
 @pytest.mark.parametrize(
     ("breakage", "expected"),
-    [("<Plugin cpu>\n", "syntax error"),
-     ('LoadPlugin "no_such_plugin_here"\n', 'Could not find plugin "no_such_plugin_here"')],
+    [
+        ("<Plugin cpu>\n", "syntax error"),
+        ('LoadPlugin "no_such_plugin_here"\n', 'Could not find plugin "no_such_plugin_here"'),
+    ],
     ids=["syntax-error", "unknown-plugin"],
 )
 def test_a_broken_config_is_refused_and_nothing_changes(monitor, peer, breakage, expected):
@@ -234,8 +242,12 @@ def test_a_config_that_kills_collectd_after_start_is_rolled_back(monitor, peer, 
     pid = live_pid(m)
     assert pid != old_pid
     # The recovered daemon is the old config's: its plugin still answers commands.
-    command = {"task_id": next_task_id(), "timestamp": format_timestamp(),
-               "service": "hello", "command": "exec"}
+    command = {
+        "task_id": next_task_id(),
+        "timestamp": format_timestamp(),
+        "service": "hello",
+        "command": "exec",
+    }
     p.send(m.command_topic, command)
     assert p.result_for(m.result_topic, command["task_id"])["message"] == "Hello World!"
 
@@ -272,14 +284,32 @@ def test_the_result_waits_for_the_broker_to_come_back(monitor, tmp_path):
         conf = tmp_path / "new.conf"
         conf.write_text(new_config(m, interval=7.0))
         sender = subprocess.Popen(
-            [*CLI, "send-config", str(conf), "--host", server.host, "--topic", m.command_topic,
-             "--result-topic", m.result_topic, "--timeout", "90"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                *CLI,
+                "send-config",
+                str(conf),
+                "--host",
+                server.host,
+                "--topic",
+                m.command_topic,
+                "--result-topic",
+                m.result_topic,
+                "--timeout",
+                "90",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             # The helper holds the lock from validation to its report: take the broker down then.
             lock = m.collectd.directory / f"{REPORT_NAME}.lock"
-            wait_for(lambda: lock.exists() and b"task_id" in lock.read_bytes(), 30,
-                     interval=0.005, what="the replacement to start")
+            wait_for(
+                lambda: lock.exists() and b"task_id" in lock.read_bytes(),
+                30,
+                interval=0.005,
+                what="the replacement to start",
+            )
             server.stop()
             report = m.collectd.directory / REPORT_NAME
             wait_for(report.exists, 60, what="the helper's report")
@@ -307,10 +337,27 @@ def test_the_result_waits_for_the_broker_to_come_back(monitor, tmp_path):
 
 def replace_cli(m: Monitor, conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, "replace-config", str(conf), "--config-path", str(m.collectd.conf_path),
-         "--pid-path", str(m.collectd.pid_path), "--settle-time", "0.5",
-         "--connect-timeout", "4", "--timeout", "60", "--monitor-config", str(m.config_path)],
-        capture_output=True, text=True, timeout=90)
+        [
+            *CLI,
+            "replace-config",
+            str(conf),
+            "--config-path",
+            str(m.collectd.conf_path),
+            "--pid-path",
+            str(m.collectd.pid_path),
+            "--settle-time",
+            "0.5",
+            "--connect-timeout",
+            "4",
+            "--timeout",
+            "60",
+            "--monitor-config",
+            str(m.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def test_replace_config_from_the_command_line(monitor, tmp_path):
@@ -339,9 +386,10 @@ def test_helper_survives_and_leaves_no_process_behind(monitor, peer, tmp_path):
     p = peer(m)
     task_id = push(p, m, new_config(m, interval=7.0))
     assert p.result_for(m.result_topic, task_id, timeout=RESULT_WAIT)["code"] == 0
-    wait_for(lambda: not [x for x in pids_of(HELPER) if x in pids_of(str(tmp_path))], 20,
-             what="the helper to exit")
+    wait_for(
+        lambda: not [x for x in pids_of(HELPER) if x in pids_of(str(tmp_path))],
+        20,
+        what="the helper to exit",
+    )
     daemons = [x for x in pids_of(str(m.collectd.conf_path)) if process_alive(x)]
     assert daemons == [live_pid(m)]
-
-

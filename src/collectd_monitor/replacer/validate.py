@@ -70,8 +70,9 @@ def offline_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-_ERRORISH = re.compile(r"error|warn|fail|could not|cannot|unable|unknown|invalid|exception",
-                       re.IGNORECASE)
+_ERRORISH = re.compile(
+    r"error|warn|fail|could not|cannot|unable|unknown|invalid|exception", re.IGNORECASE
+)
 
 
 def error_lines(output: str, *, only_errors: bool = False) -> str:
