@@ -27,14 +27,25 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cm-bench-flood-"))
     broker = Broker(workdir / "broker").start()
     config = workdir / "config.json"
-    config.write_text(json.dumps({
-        "Host": broker.host, "CommandTopic": "flood/command", "CommandResultTopic": "flood/result",
-        "ClientId": "bench-flood", "QoS": 1, "MaxQueuedCommands": 1000,
-        "StateDir": str(workdir / "state"),
-        "Services": {"svc": {"commands": {"true": ["/bin/true"]}}},
-    }))
-    collectd = Collectd(workdir / "collectd", hostname="flood",
-                        modules={"collectd_monitor.remote": {"MonitorConfigPath": str(config)}})
+    config.write_text(
+        json.dumps(
+            {
+                "Host": broker.host,
+                "CommandTopic": "flood/command",
+                "CommandResultTopic": "flood/result",
+                "ClientId": "bench-flood",
+                "QoS": 1,
+                "MaxQueuedCommands": 1000,
+                "StateDir": str(workdir / "state"),
+                "Services": {"svc": {"commands": {"true": ["/bin/true"]}}},
+            }
+        )
+    )
+    collectd = Collectd(
+        workdir / "collectd",
+        hostname="flood",
+        modules={"collectd_monitor.remote": {"MonitorConfigPath": str(config)}},
+    )
     rows = []
     try:
         collectd.start(wait_log="connected to")
@@ -42,17 +53,31 @@ def main() -> None:
         assert pid is not None
         rows.append(("start", 0, 0, 0, 0, 0, 0, 0.0, rss_kib(pid)))
         for n in range(1, args.rounds + 1):
-            r = run_flood(broker.port, "flood/command", "flood/result", total=args.per_round,
-                          seed=n)
+            r = run_flood(
+                broker.port, "flood/command", "flood/result", total=args.per_round, seed=n
+            )
             alive = collectd.pid() == pid
-            rows.append((f"round {n}{'' if alive else ' (collectd DIED)'}", r.sent, r.valid,
-                         r.answered, r.rejected, r.lost, r.duplicated, r.seconds, rss_kib(pid)))
+            rows.append(
+                (
+                    f"round {n}{'' if alive else ' (collectd DIED)'}",
+                    r.sent,
+                    r.valid,
+                    r.answered,
+                    r.rejected,
+                    r.lost,
+                    r.duplicated,
+                    r.seconds,
+                    rss_kib(pid),
+                )
+            )
     finally:
         collectd.stop()
         broker.stop()
     print("\nFlood of mixed messages against a live plugin (QoS 1, loopback)\n")
-    print("| round | sent | valid | answered once | rejected once | lost | duplicated "
-          "| seconds | collectd RSS KiB |")
+    print(
+        "| round | sent | valid | answered once | rejected once | lost | duplicated "
+        "| seconds | collectd RSS KiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| {} | {} | {} | {} | {} | {} | {} | {:.2f} | {} |".format(*row))

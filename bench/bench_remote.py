@@ -61,7 +61,7 @@ def start_monitor(workdir: Path, broker: Broker, name: str, plugin: bool = True)
                 "CommandTopic": COMMAND_TOPIC,
                 "CommandResultTopic": RESULT_TOPIC,
                 "ClientId": f"bench-{name}",
-            "StateDir": str(workdir / name / "state"),
+                "StateDir": str(workdir / name / "state"),
                 "Services": {"bench": {"commands": {"true": ["/bin/true"], "hang": "sleep 60"}}},
             }
         )

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.protocol import format_timestamp
 from collectd_monitor.sandbox import Broker, Certs, Collectd, make_certs, wait_for
+from collectd_monitor.transport import start_loop
 
 HELLO_SERVICES: dict[str, Any] = {
     "hello": {"commands": {"exec": 'echo "Hello World!"'}},
@@ -153,7 +154,7 @@ class Peer:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port or broker.port)
-        self.client.loop_start()
+        start_loop(self.client)
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         with self._cond:

@@ -24,6 +24,7 @@ from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.config import CommandSpec, MonitorConfig
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
+from collectd_monitor.outbox import Entry, Outbox
 from collectd_monitor.protocol import (
     CommandRequest,
     ConfigRequest,
@@ -33,7 +34,6 @@ from collectd_monitor.protocol import (
     decode_request,
     format_timestamp,
 )
-from collectd_monitor.outbox import Entry, Outbox
 from collectd_monitor.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.seen import SeenTasks
 from collectd_monitor.transport import MqttLink, acknowledged

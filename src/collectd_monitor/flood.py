@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.protocol import format_timestamp
+from collectd_monitor.transport import start_loop
 
 
 def rss_kib(pid: int) -> int:
@@ -67,14 +68,11 @@ def _invalid(task_id: int, rng: random.Random) -> bytes:
 
 
 def _junk(rng: random.Random) -> bytes:
-    choices = [
-        lambda: rng.randbytes(rng.randrange(1, 200)),
-        lambda: b"[1, 2, 3]",
-        lambda: b"null",
-        lambda: json.dumps({"service": "svc", "command": "true"}).encode(),
-        lambda: b"",
-    ]
-    return rng.choice(choices)()
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 200))
+    fixed = [b"[1, 2, 3]", b"null", b'{"service": "svc", "command": "true"}', b""]
+    return fixed[kind - 1]
 
 
 def run_flood(
@@ -110,7 +108,7 @@ def run_flood(
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", port)
-    client.loop_start()
+    start_loop(client)
     client.subscribe(result_topic, 1)
     if not subscribed.wait(5):
         raise RuntimeError("no SUBACK")
@@ -126,8 +124,14 @@ def run_flood(
                 task_id = base + n
                 kind = n % 3
                 if kind == 0:
-                    payload = json.dumps({"task_id": task_id, "timestamp": format_timestamp(),
-                                          "service": service, "command": command}).encode()
+                    payload = json.dumps(
+                        {
+                            "task_id": task_id,
+                            "timestamp": format_timestamp(),
+                            "service": service,
+                            "command": command,
+                        }
+                    ).encode()
                     valid_ids.append(task_id)
                     expected.append(task_id)
                 elif kind == 1:

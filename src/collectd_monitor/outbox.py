@@ -40,7 +40,9 @@ class Outbox:
             try:
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
-                log.warning("cannot create outbox %s: %s; results kept in memory only", directory, exc)
+                log.warning(
+                    "cannot create outbox %s: %s; results kept in memory only", directory, exc
+                )
                 self.directory = None
 
     def put(self, topic: str, payload: bytes) -> Entry:

@@ -126,7 +126,11 @@ class Signer:
             value = self.secret.sign(message)
         else:
             value = hmac.new(self.secret, message, hashlib.sha256).digest()
-        signature = {"alg": self.alg, "key_id": self.key_id, "value": base64.b64encode(value).decode()}
+        signature = {
+            "alg": self.alg,
+            "key_id": self.key_id,
+            "value": base64.b64encode(value).decode(),
+        }
         return {**fields, "signature": signature}
 
 
@@ -158,7 +162,9 @@ def _read_key_material(value: Any, base: Path, where: str, source: str | None) -
             try:
                 return path.read_text()
             except OSError as exc:
-                raise ConfigError(f"cannot read {path}: {exc.strerror}", path=source, key=where) from None
+                raise ConfigError(
+                    f"cannot read {path}: {exc.strerror}", path=source, key=where
+                ) from None
     raise ConfigError('expected a key string or {"File": "path"}', path=source, key=where)
 
 
@@ -169,8 +175,14 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         raise ConfigError("expected an object", path=source, key="Security")
     base = Path(source).parent if source else Path(".")
     options = {key.lower(): (key, item) for key, item in value.items()}
-    known = {"ed25519keys", "hmackeys", "requiresignature", "maxmessageage", "maxclockskew",
-             "strictpermissions"}
+    known = {
+        "ed25519keys",
+        "hmackeys",
+        "requiresignature",
+        "maxmessageage",
+        "maxclockskew",
+        "strictpermissions",
+    }
     for lower, (key, _) in options.items():
         if lower not in known:
             raise ConfigError("unknown option", path=source, key=f"Security.{key}")
@@ -185,7 +197,9 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         try:
             ed25519_keys[key_id] = load_public_key(text)
         except (ValueError, binascii.Error) as exc:
-            raise ConfigError(f"not an Ed25519 public key ({exc})", path=source, key=where) from None
+            raise ConfigError(
+                f"not an Ed25519 public key ({exc})", path=source, key=where
+            ) from None
     hmac_keys: dict[str, bytes] = {}
     for key_id, material in (get("hmackeys", {}) or {}).items():
         where = f"Security.HmacKeys.{key_id}"
@@ -198,15 +212,21 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
     if not isinstance(require, bool):
         raise ConfigError("expected true or false", path=source, key="Security.RequireSignature")
     if require and not has_keys:
-        raise ConfigError("RequireSignature needs Ed25519Keys or HmacKeys", path=source,
-                          key="Security.RequireSignature")
+        raise ConfigError(
+            "RequireSignature needs Ed25519Keys or HmacKeys",
+            path=source,
+            key="Security.RequireSignature",
+        )
     numbers = {}
-    for name, key, default in (("maxmessageage", "MaxMessageAge", DEFAULT_MAX_AGE),
-                               ("maxclockskew", "MaxClockSkew", DEFAULT_MAX_SKEW)):
+    for name, key, default in (
+        ("maxmessageage", "MaxMessageAge", DEFAULT_MAX_AGE),
+        ("maxclockskew", "MaxClockSkew", DEFAULT_MAX_SKEW),
+    ):
         number = get(name, default)
         if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
-            raise ConfigError("expected a number of seconds >= 0", path=source,
-                              key=f"Security.{key}")
+            raise ConfigError(
+                "expected a number of seconds >= 0", path=source, key=f"Security.{key}"
+            )
         numbers[name] = float(number)
     strict = get("strictpermissions", False)
     if not isinstance(strict, bool):
@@ -230,8 +250,10 @@ def check_permissions(path: str | None, has_secrets: bool) -> str | None:
     except OSError:
         return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (f"{path} holds a password or key but is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+        return (
+            f"{path} holds a password or key but is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
     return None
 
 
@@ -264,7 +286,9 @@ class SignatureCheck:
         try:
             value = base64.b64decode(signature["value"], validate=True)
         except (binascii.Error, ValueError):
-            raise ProtocolError(ResultCode.SIGNATURE_INVALID, "signature is not base64", task_id) from None
+            raise ProtocolError(
+                ResultCode.SIGNATURE_INVALID, "signature is not base64", task_id
+            ) from None
         message = signing_input(self.topic, request.fields)
         if alg == ED25519 and key_id in self.settings.ed25519_keys:
             try:
@@ -278,7 +302,9 @@ class SignatureCheck:
                 return
         else:
             raise ProtocolError(
-                ResultCode.SIGNATURE_INVALID, f"no {alg!r} key named {key_id!r} on this host", task_id
+                ResultCode.SIGNATURE_INVALID,
+                f"no {alg!r} key named {key_id!r} on this host",
+                task_id,
             )
         raise ProtocolError(
             ResultCode.SIGNATURE_INVALID, f"bad {alg} signature (key {key_id!r})", task_id

@@ -81,8 +81,11 @@ class SeenTasks:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             self._lines = len(self._ids)
         except OSError as exc:
-            log.warning("cannot persist seen task ids to %s: %s; keeping them in memory only",
-                        self.path, exc)
+            log.warning(
+                "cannot persist seen task ids to %s: %s; keeping them in memory only",
+                self.path,
+                exc,
+            )
             self.path = None
 
     def add(self, task_id: Hashable) -> bool:

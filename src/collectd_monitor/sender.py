@@ -30,7 +30,13 @@ from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, MonitorError, TransportError
 from collectd_monitor.protocol import Result
 from collectd_monitor.security import Signer
-from collectd_monitor.transport import connect, first_protocol, new_client, unsupported_protocol
+from collectd_monitor.transport import (
+    connect,
+    first_protocol,
+    new_client,
+    start_loop,
+    unsupported_protocol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +171,7 @@ class Sender:
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to {self.settings.address}: {exc}") from None
         deadline = time.monotonic() + timeout
-        client.loop_start()
+        start_loop(client)
         try:
             if not connected.wait(self.connect_timeout):
                 raise TransportError(f"no answer from the broker at {self.settings.address}")

@@ -54,10 +54,25 @@ def connect(client: mqtt.Client, settings: BrokerSettings, *, clean: bool | None
     if client.protocol == mqtt.MQTTv5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 0 if clean else SESSION_NEVER_EXPIRES
-        client.connect(settings.host, settings.port, keepalive=settings.keepalive,
-                       clean_start=clean, properties=properties)
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive,
+            clean_start=clean,
+            properties=properties,
+        )
     else:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive)
+
+
+def start_loop(client: mqtt.Client) -> None:
+    """``loop_start()`` after a synchronous ``connect()``, without leaking sockets.
+
+    ``connect()`` makes paho's wake-up socket pair and ``loop_start()`` makes a
+    new one without closing the first; close it here.
+    """
+    client._reset_sockets(sockpair_only=True)
+    client.loop_start()
 
 
 def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
@@ -258,7 +273,11 @@ class MqttLink:
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         try:
-            if reason.is_failure and unsupported_protocol(reason) and self.settings.protocol == "auto":
+            if (
+                reason.is_failure
+                and unsupported_protocol(reason)
+                and self.settings.protocol == "auto"
+            ):
                 self._fall_back = True
                 return
             if reason.is_failure:

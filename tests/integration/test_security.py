@@ -25,8 +25,9 @@ from collectd_monitor.codes import ResultCode
 from collectd_monitor.protocol import format_timestamp
 from collectd_monitor.sandbox import MOSQUITTO_PASSWD, Broker, free_port, wait_for
 from collectd_monitor.security import Signer, generate_keypair
+from collectd_monitor.transport import start_loop
 
-from ..conftest import command_message, next_task_id, pids_of
+from ..conftest import command_message, pids_of
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +224,7 @@ def persistent_peer(broker: Broker, topic: str) -> tuple[mqtt.Client, list[dict[
     client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(topic, 2)
     client.reconnect_delay_set(1, 1)
     client.connect("127.0.0.1", broker.port)
-    client.loop_start()
+    start_loop(client)
     wait_for(client.is_connected, 5, what="keeper connection")
     return client, got
 
@@ -233,12 +234,14 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
     keeper = None
     try:
         marker = f"cm-outage-{uuid.uuid4().hex[:6]}"
-        m = monitor(broker=broker, services={"svc": {"commands": {"slow": f"sleep 2; echo {marker}"}}})
+        m = monitor(
+            broker=broker, services={"svc": {"commands": {"slow": f"sleep 2; echo {marker}"}}}
+        )
         keeper, got = persistent_peer(broker, m.result_topic)
         message = command_message("svc", "slow")
         sender = mqtt.Client(CallbackAPIVersion.VERSION2)
         sender.connect("127.0.0.1", broker.port)
-        sender.loop_start()
+        start_loop(sender)
         sender.publish(m.command_topic, json.dumps(message), qos=2).wait_for_publish(5)
         sender.disconnect()
         sender.loop_stop()
@@ -246,8 +249,11 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
         broker.stop()
         wait_for(lambda: not pids_of(marker), 10, what="the command to finish")
         broker.start()
-        found = wait_for(lambda: [r for r in got if r["task_id"] == message["task_id"]], 20,
-                         what="the result after the outage")
+        found = wait_for(
+            lambda: [r for r in got if r["task_id"] == message["task_id"]],
+            20,
+            what="the result after the outage",
+        )
         assert found[0]["message"] == marker and found[0]["code"] == 0
         outbox = m.collectd.directory / "state"
         wait_for(lambda: not list(outbox.rglob("outbox/*.json")), 10, what="an empty outbox")
@@ -259,10 +265,11 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
 
 
 def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, fresh_broker, peer):
-    m = monitor(broker=fresh_broker, services={"svc": {"commands": {"slow": "sleep 1; echo late"}}})
+    m = monitor(broker=fresh_broker, services={"svc": {"commands": {"slow": "sleep 2; echo late"}}})
     p = peer(m)
     message = command_message("svc", "slow")
     p.send(m.command_topic, message)
+    m.collectd.wait_log(f"task {message['task_id']}: running")
     p.close()
     fresh_broker.stop()
     outbox = m.collectd.directory / "state"
@@ -301,7 +308,7 @@ def mqtt5_client(broker: Broker) -> tuple[mqtt.Client, list[mqtt.MQTTMessage]]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, msg: got.append(msg)
     client.connect("127.0.0.1", broker.port)
-    client.loop_start()
+    start_loop(client)
     return client, got
 
 
@@ -337,14 +344,18 @@ def test_mqtt311_only_plugin_still_works(monitor):
 
 def test_expired_commands_are_not_run_by_a_host_that_comes_back(monitor, tmp_path):
     counter = tmp_path / "runs.txt"
-    m = monitor(services={"svc": {"commands": {"a": f"echo a >> {counter}", "b": f"echo b >> {counter}"}}})
+    m = monitor(
+        services={"svc": {"commands": {"a": f"echo a >> {counter}", "b": f"echo b >> {counter}"}}}
+    )
     m.collectd.stop()  # its persistent session stays on the broker and queues for it
     client, _ = mqtt5_client(m.broker)
     try:
         short = Properties(PacketTypes.PUBLISH)
         short.MessageExpiryInterval = 1
         stale, fresh = command_message("svc", "a"), command_message("svc", "b")
-        client.publish(m.command_topic, json.dumps(stale), qos=1, properties=short).wait_for_publish(5)
+        client.publish(
+            m.command_topic, json.dumps(stale), qos=1, properties=short
+        ).wait_for_publish(5)
         client.publish(m.command_topic, json.dumps(fresh), qos=1).wait_for_publish(5)
     finally:
         client.disconnect()
@@ -372,7 +383,7 @@ def test_retained_presence_and_last_will(monitor):
         )
         client.connect("127.0.0.1", m.broker.port)
         client.subscribe(status_topic, 1)
-        client.loop_start()
+        start_loop(client)
         return client
 
     late = watcher()  # subscribes after the fact: gets the retained "online"
@@ -405,7 +416,7 @@ def test_clean_shutdown_publishes_offline(monitor):
     client.on_message = lambda _c, _u, msg: seen.append(json.loads(msg.payload))
     client.connect("127.0.0.1", m.broker.port)
     client.subscribe(status_topic, 1)
-    client.loop_start()
+    start_loop(client)
     try:
         status = wait_for(lambda: seen, 5, what="retained status")[0]
         assert (status["status"], status["reason"]) == ("offline", "shutdown")
@@ -432,7 +443,9 @@ def test_example_acl_confines_each_host_to_its_own_topics(monitor, tmp_path):
         acl_host = f"127.0.0.1:{port}"
         web1 = monitor(
             {
-                "Host": acl_host, "User": "web1", "Password": "web1-pw",
+                "Host": acl_host,
+                "User": "web1",
+                "Password": "web1-pw",
                 "CommandTopic": "collectd-monitor/web1/command",
                 "CommandResultTopic": "collectd-monitor/web1/result",
                 "StatusTopic": "collectd-monitor/web1/status",
@@ -449,13 +462,13 @@ def test_example_acl_confines_each_host_to_its_own_topics(monitor, tmp_path):
         spy.username_pw_set("web1", "web1-pw")
         spy.on_message = lambda _c, _u, msg: spy_got.append(msg.payload)
         spy.connect("127.0.0.1", port)
-        spy.loop_start()
+        start_loop(spy)
         watcher_got: list[bytes] = []
         watcher = mqtt.Client(CallbackAPIVersion.VERSION2)
         watcher.username_pw_set("ops", "ops-pw")
         watcher.on_message = lambda _c, _u, msg: watcher_got.append(msg.payload)
         watcher.connect("127.0.0.1", port)
-        watcher.loop_start()
+        start_loop(watcher)
         try:
             spy.subscribe("collectd-monitor/web2/command", 1)
             watcher.subscribe("collectd-monitor/web2/result", 1)

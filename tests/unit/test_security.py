@@ -84,16 +84,18 @@ def test_hmac_and_optional_signatures(tmp_path):
 def test_freshness_with_an_injected_clock():
     now = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
     fresh = FreshnessCheck(300, 60, clock=lambda: now)
-    at = lambda seconds: decode_request(json.dumps(  # noqa: E731
-        {**MESSAGE, "timestamp": (now + dt.timedelta(seconds=seconds)).isoformat()}
-    ).encode())
+
+    def at(seconds: int):
+        when = (now + dt.timedelta(seconds=seconds)).isoformat()
+        return decode_request(json.dumps({**MESSAGE, "timestamp": when}).encode())
+
     fresh(at(-299))
     fresh(at(59))
     for seconds, code in ((-301, ResultCode.MESSAGE_EXPIRED), (61, ResultCode.MESSAGE_FROM_FUTURE)):
         with pytest.raises(ProtocolError) as info:
             fresh(at(seconds))
         assert info.value.code == code
-    FreshnessCheck(0, 0, clock=lambda: now)(at(-10**6))  # 0 turns the check off
+    FreshnessCheck(0, 0, clock=lambda: now)(at(-(10**6)))  # 0 turns the check off
 
 
 def test_parse_security(tmp_path, ed_keys):

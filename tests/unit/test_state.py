@@ -34,7 +34,7 @@ def test_seen_file_is_compacted_and_bounded(tmp_path):
 
 def test_torn_lines_are_skipped(tmp_path):
     path = tmp_path / "seen.jsonl"
-    path.write_text('[1, 5.0]\n[2, 6.0]\n[3, 7')
+    path.write_text("[1, 5.0]\n[2, 6.0]\n[3, 7")
     seen = SeenTasks(10, path=path)
     assert 1 in seen and 2 in seen and 3 not in seen
     seen.close()
@@ -45,7 +45,8 @@ def test_outbox_keeps_entries_until_removed(tmp_path):
     first = box.put("t/r", b'{"task_id": 1}')
     second = box.put("t/r", b'{"task_id": 2}')
     assert [e.payload for e in Outbox(tmp_path / "outbox").pending()] == [
-        b'{"task_id": 1}', b'{"task_id": 2}'
+        b'{"task_id": 1}',
+        b'{"task_id": 2}',
     ]
     box.remove(first)
     assert [e.name for e in box.pending()] == [second.name]

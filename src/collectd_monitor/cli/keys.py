@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         private, public = generate_keypair(prefix)
     except FileExistsError:
-        print(f"collectd-monitor: {prefix.with_suffix('.key')} exists; not overwriting it",
-              file=sys.stderr)
+        print(
+            f"collectd-monitor: {prefix.with_suffix('.key')} exists; not overwriting it",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except OSError as exc:
         print(f"collectd-monitor: cannot write the key pair: {exc}", file=sys.stderr)
