@@ -99,6 +99,8 @@ def test_push_applies_the_new_config_and_reports_success_after_the_restart(monit
         hostname="replaced-host",
         extra_conf=f'LoadPlugin load\nLoadPlugin csv\n<Plugin csv>\n  DataDir "{csv}"\n</Plugin>\n',
     )
+    secret = f"# secret-{next_task_id()}-never-logged"
+    text += secret + "\n"
     task_id = push(p, m, text)
     result = p.result_for(m.result_topic, task_id, timeout=RESULT_WAIT)
     assert result["code"] == 0, result["message"] + m.log()[-3000:]
@@ -114,6 +116,24 @@ def test_push_applies_the_new_config_and_reports_success_after_the_restart(monit
     report = m.collectd.directory / REPORT_NAME
     wait_for(lambda: not report.exists(), 10, what="the delivered report to be removed")
     assert [r["task_id"] for r in p.results(m.result_topic)] == [task_id]
+    helper_log = m.collectd.directory / f"{REPORT_NAME}.log"
+    assert "helper started" in helper_log.read_text()
+    assert secret not in m.log() + helper_log.read_text()  # LogLevel is info
+
+
+def test_send_config_exit_status_tells_a_remote_failure(monitor, tmp_path):
+    m = start(monitor)
+    conf = tmp_path / "broken.conf"
+    conf.write_text(new_config(m) + "<Plugin cpu>\n")
+    args = ["--host", m.broker.host, "--topic", m.command_topic, "--result-topic", m.result_topic]
+    done = subprocess.run(
+        [*CLI, "send-config", str(conf), *args, "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["code"] == ResultCode.REPLACE_CONFIG_BROKEN
 
 
 def test_the_validation_run_stays_offline(monitor, peer, broker):
@@ -216,13 +236,13 @@ def test_an_unwritable_config_directory_is_reported(monitor, peer, tmp_path):
 
 
 DIE_SOON = """
-    import os, signal, threading
+    import os, signal
     import collectd
 
     def _init():
         if os.environ.get("COLLECTD_MONITOR_OFFLINE"):
             return  # stays quiet in collectd -T
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        os.kill(os.getpid(), signal.SIGKILL)  # dies in init, before any settle time
 
     collectd.register_init(_init)
 """
