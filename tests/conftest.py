@@ -96,6 +96,7 @@ class MonitorFactory:
         broker: Broker | None = None,
         services: dict[str, Any] | None = None,
         modules: dict[str, dict[str, Any]] | None = None,
+        plugins: tuple[str, ...] = ("collectd_monitor.remote",),
         module_options: dict[str, Any] | None = None,
         wait_connected: bool = True,
         extra_conf: str = "",
@@ -124,14 +125,22 @@ class MonitorFactory:
         config_path.chmod(0o600)
         if modules is None:
             modules = {
-                "collectd_monitor.remote": {"MonitorConfigPath": str(config_path), **(module_options or {})}
+                plugin: {"MonitorConfigPath": str(config_path), **(module_options or {})}
+                for plugin in plugins
             }
-        collectd = Collectd(directory, modules=modules, hostname=f"host-{unique}",
-                            interval=interval, extra_conf=extra_conf, env=env or {})
+        collectd = Collectd(
+            directory,
+            modules=modules,
+            hostname=f"host-{unique}",
+            interval=interval,
+            extra_conf=extra_conf,
+            env=env or {},
+        )
         self.started.append(collectd)
         collectd.start(daemon=daemon, wait_log="connected to" if wait_connected else None)
-        return Monitor(collectd, config_path, config["CommandTopic"], config["CommandResultTopic"],
-                       broker)
+        return Monitor(
+            collectd, config_path, config["CommandTopic"], config["CommandResultTopic"], broker
+        )
 
     def stop_all(self) -> None:
         for collectd in self.started:
@@ -151,7 +160,9 @@ class Peer:
     def __init__(self, broker: Broker, *, port: int | None = None) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}"
+        )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port or broker.port)
         start_loop(self.client)

@@ -6,7 +6,8 @@ ranges the original leaves free:
 
 * 0x1004-0x100f: message and execution errors of remote commands,
 * 0x200a-0x20ff: config replacement,
-* 0x1200-0x12ff: authentication and freshness (signed commands).
+* 0x1200-0x12ff: authentication and freshness (signed commands),
+* 0x1300-0x13ff: local monitoring.
 
 For a command that ran, the code is the command's own exit status (0-255).
 """
@@ -60,6 +61,10 @@ class ResultCode(enum.IntEnum):
     SIGNATURE_INVALID = 0x1202
     MESSAGE_EXPIRED = 0x1203
     MESSAGE_FROM_FUTURE = 0x1204
+
+    # -- ours: local monitoring ---------------------------------------------------------
+    RULE_SUSPENDED = 0x1300
+    """A local rule's circuit breaker opened: it ran too often and suspended itself."""
 
     @property
     def hex(self) -> str:

@@ -283,6 +283,10 @@ class CommandExecutor:
                 raise Busy(f"{self._queue.maxsize} commands already waiting") from None
 
     @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
     def running(self) -> int:
         return len(self._running)
 

@@ -7,6 +7,7 @@ collectd, in the CLI and in tests.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +15,32 @@ from collectd_monitor import logsetup
 from collectd_monitor.agent import RemoteAgent
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
+from collectd_monitor.executor import CommandExecutor
 from collectd_monitor.security import check_permissions
 
 log = logging.getLogger("collectd_monitor.remote")
+
+
+_executor: CommandExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def shared_executor(config: MonitorConfig) -> CommandExecutor:
+    """The one executor of this collectd process, shared by the remote and local plugins.
+
+    Both plugins live in one interpreter; one pool means one concurrency limit
+    for the host's recovery commands. The first plugin to start sizes it.
+    """
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor.closed:
+            _executor = CommandExecutor(
+                max_concurrent=config.max_concurrent_commands,
+                max_queued=config.max_queued_commands,
+                default_timeout=config.command_timeout,
+                max_output=config.max_output_bytes,
+            )
+        return _executor
 
 
 def load_for_plugin(
@@ -52,7 +76,7 @@ def start_remote(
     if offline:
         log.info("offline mode (config validation run): config loaded, not connecting")
         return None
-    agent = RemoteAgent(config)
+    agent = RemoteAgent(config, executor=shared_executor(config))
     if config.raw.get("AllowConfigReplace", True):
         from collectd_monitor.replacer.plugin import install
 

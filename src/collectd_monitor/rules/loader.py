@@ -17,7 +17,7 @@ from collectd_monitor.executor import CommandExecutor, Job
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
 from collectd_monitor.rules.engine import Emit, Engine
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
-from collectd_monitor.runtime import load_for_plugin
+from collectd_monitor.runtime import load_for_plugin, shared_executor
 
 NAME = "collectd_monitor.local"
 log = logging.getLogger(NAME)
@@ -61,12 +61,7 @@ def start_local(
     if offline:
         log.info("offline mode (config validation run): rules loaded, not monitoring")
         return None
-    executor = CommandExecutor(
-        max_concurrent=config.max_concurrent_commands,
-        max_queued=config.max_queued_commands,
-        default_timeout=config.command_timeout,
-        max_output=config.max_output_bytes,
-    )
+    executor = shared_executor(config)
 
     def runner(spec: Any, on_done: Any) -> None:
         executor.submit(Job(spec=spec, on_done=on_done))

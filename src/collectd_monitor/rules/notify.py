@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+from collectd_monitor.codes import ResultCode
 from collectd_monitor.rules.model import Outgoing, Severity
 
 PLUGIN_NAME = "collectd_monitor.local"
@@ -23,9 +24,9 @@ NOTIFICATION_TYPE = "commands"
 MAX_MESSAGE = 255
 MAX_TYPE_INSTANCE = 127
 
-SUSPENDED = 0x1300
+SUSPENDED = ResultCode.RULE_SUSPENDED
 """Result code of a circuit-breaker notification: the rule suspended itself."""
-SKIPPED_BUSY = 0x100A
+SKIPPED_BUSY = ResultCode.BUSY
 
 
 def _encode(task_id: int | None, code: int, message: str) -> str:
