@@ -187,7 +187,7 @@ class Peer:
         with self._cond:
             return [json.loads(p) for t, p in self.messages if t == topic]
 
-    def result_for(self, topic: str, task_id: Any, timeout: float = 10.0) -> dict[str, Any]:
+    def result_for(self, topic: str, task_id: Any, timeout: float = 20.0) -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
             for result in self.results(topic):
                 if result.get("task_id") == task_id:

@@ -252,7 +252,6 @@ KEYS: dict[str, Converter] = {
     "Rules": _as_any,
     "Security": _as_any,
     "StateDir": _as_str,
-    "Offline": _as_bool,
 }
 _CANONICAL = {key.lower(): key for key in KEYS}
 

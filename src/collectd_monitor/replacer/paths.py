@@ -26,6 +26,7 @@ DEFAULT_BINARY = "/usr/sbin/collectd"
 REPORT_NAME = "collectd-monitor-replace.json"
 
 MODES = ("direct", "commands", "systemd")
+MIN_SETTLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Timing:
             number = float(value)
             if number < 0:
                 raise ValueError(f"Services.collectd.{key} must not be negative")
+            if name == "settle" and number < MIN_SETTLE:
+                # The settle time is the only guard against a daemon that dies late.
+                raise ValueError(f"Services.collectd.{key} must be at least {MIN_SETTLE} s")
             values[name] = number
         return cls(**values)
 
