@@ -154,19 +154,7 @@ class Engine:
         with self._lock:
             for rule in rules:
                 self._value_rule(rule, metric, now, runs, out)
-        for handler in self.files.metric:
-            action = self._call(handler, metric, now)
-            with self._lock:
-                entry = self._entries[id(handler)]
-                entry.action = action or entry.action
-                self._judge(
-                    entry,
-                    action is not None,
-                    now,
-                    runs,
-                    out,
-                    f"handler returned {action.label}" if action else "",
-                )
+        self._run_handlers(self.files.metric, metric, now, runs, out)
         self._flush(runs, out)
 
     def on_notification(self, notice: Notice) -> None:
@@ -185,8 +173,20 @@ class Engine:
         with self._lock:
             for rule in self.rules.notifications:
                 self._notification_rule(rule, notice, key, now, runs, out)
-        for handler in self.files.notification:
-            action = self._call(handler, notice, now)
+        self._run_handlers(self.files.notification, notice, now, runs, out)
+        self._flush(runs, out)
+
+    def _run_handlers(
+        self,
+        handlers: Iterable[Any],
+        event: Metric | Notice,
+        now: float,
+        runs: list[_Run],
+        out: list[Outgoing],
+    ) -> None:
+        """Call each rule-file handler on ``event`` and judge what it returned."""
+        for handler in handlers:
+            action = self._call(handler, event, now)
             with self._lock:
                 entry = self._entries[id(handler)]
                 entry.action = action or entry.action
@@ -198,7 +198,6 @@ class Engine:
                     out,
                     f"handler returned {action.label}" if action else "",
                 )
-        self._flush(runs, out)
 
     def tick(self) -> None:
         """Missing data, open notification faults, breakers that may close."""
