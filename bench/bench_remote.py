@@ -105,22 +105,15 @@ def sender_round_trips(broker: Broker, count: int) -> list[float]:
     return samples
 
 
+def send_argv(broker: Broker, command: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "collectd_monitor", "send-command", "bench", command, "-q",
+        "--host", broker.host, "--topic", COMMAND_TOPIC, "--result-topic", RESULT_TOPIC, *extra,
+    ]  # fmt: skip
+
+
 def cli_round_trips(broker: Broker, count: int) -> list[float]:
-    argv = [
-        sys.executable,
-        "-m",
-        "collectd_monitor",
-        "send-command",
-        "bench",
-        "true",
-        "-q",
-        "--host",
-        broker.host,
-        "--topic",
-        COMMAND_TOPIC,
-        "--result-topic",
-        RESULT_TOPIC,
-    ]
+    argv = send_argv(broker, "true")
     samples = []
     for _ in range(count):
         started = time.perf_counter()
@@ -138,24 +131,7 @@ def stop_times(
         collectd = start_monitor(workdir, broker, name, plugin=plugin)
         if busy:
             done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "collectd_monitor",
-                    "send-command",
-                    "bench",
-                    "hang",
-                    "-q",
-                    "--host",
-                    broker.host,
-                    "--topic",
-                    COMMAND_TOPIC,
-                    "--result-topic",
-                    RESULT_TOPIC,
-                    "--timeout",
-                    "0.3",
-                ],
-                capture_output=True,
+                send_argv(broker, "hang", "--timeout", "0.3"), capture_output=True
             )
             assert done.returncode == 3, done.stderr  # still running: no result yet
         took = collectd.stop()
