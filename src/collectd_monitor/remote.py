@@ -19,7 +19,6 @@ reads the ``<Module>`` block, and wires init and shutdown to the core.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import collectd
@@ -29,7 +28,6 @@ from collectd_monitor.plugin_support import block_options, offline, restore_sigc
 from collectd_monitor.runtime import start_remote
 
 NAME = "collectd_monitor.remote"
-log = logging.getLogger(NAME)
 
 _options: dict[str, Any] = {}
 _configured = False
