@@ -15,8 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from collectd_monitor.flood import rss_kib, run_flood
-from collectd_monitor.sandbox import Broker, Collectd
+from collectd_monitor.testing.flood import rss_kib, run_flood
+from collectd_monitor.testing.sandbox import Broker, Collectd
 
 
 def main() -> None:

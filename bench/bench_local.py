@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collectd_monitor.sandbox import Collectd, free_port, module_paths, python_block, wait_for
+from collectd_monitor.confblock import module_paths, python_block
+from collectd_monitor.testing.sandbox import Collectd, free_port, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TG = shutil.which("collectd-tg") or "/usr/bin/collectd-tg"

@@ -28,11 +28,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collectd_monitor.commands.protocol import encode_command
+from collectd_monitor.commands.sender import Sender
+from collectd_monitor.commands.transport import set_nodelay
 from collectd_monitor.config import BrokerSettings
-from collectd_monitor.protocol import encode_command
-from collectd_monitor.sandbox import Broker, Collectd
-from collectd_monitor.sender import Sender
-from collectd_monitor.transport import set_nodelay
+from collectd_monitor.testing.sandbox import Broker, Collectd
 
 COMMAND_TOPIC = "bench/command"
 RESULT_TOPIC = "bench/result"

@@ -33,8 +33,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collectd_monitor.protocol import encode_config
-from collectd_monitor.sandbox import Broker, Collectd, wait_for
+from collectd_monitor.commands.protocol import encode_config
+from collectd_monitor.testing.sandbox import Broker, Collectd, wait_for
 
 COMMAND_TOPIC = "bench/replace/command"
 RESULT_TOPIC = "bench/replace/result"
@@ -88,7 +88,7 @@ class Client:
 
 
 def connected_count(collectd: Collectd) -> int:
-    return collectd.log_text().count("collectd_monitor.transport: connected to")
+    return collectd.log_text().count("collectd_monitor.commands.transport: connected to")
 
 
 def summary(samples: list[float]) -> str:

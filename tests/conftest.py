@@ -25,9 +25,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collectd_monitor.protocol import format_timestamp
-from collectd_monitor.sandbox import Broker, Certs, Collectd, make_certs, wait_for
-from collectd_monitor.transport import start_loop
+from collectd_monitor.commands.protocol import format_timestamp
+from collectd_monitor.commands.transport import start_loop
+from collectd_monitor.testing.sandbox import Broker, Certs, Collectd, make_certs, wait_for
 
 HELLO_SERVICES: dict[str, Any] = {
     "hello": {"commands": {"exec": 'echo "Hello World!"'}},

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from collectd_monitor.errors import ConfigError
-from collectd_monitor.security import SecuritySettings, parse_security
+from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.security import SecuritySettings, parse_security
+from collectd_monitor.errors import ConfigError, ProtocolError
 
 LOG_LEVELS = ("fatal", "error", "warn", "info", "debug")
 LOG_DEVICES = ("collectd", "stdout", "syslog")
@@ -511,3 +512,24 @@ def parse_command(
         env_allow=tuple(env_allow) if env_allow is not None else None,
         env=dict(env),
     )
+
+
+def lookup_command(
+    config: MonitorConfig, service: str, command: str, task_id: int | str
+) -> CommandSpec:
+    """The command a host allows for ``service``/``command``, or a ProtocolError."""
+    if not config.services:
+        raise ProtocolError(
+            ResultCode.NO_SERVICES, "no services are configured on this host", task_id
+        )
+    entry = config.services.get(service)
+    if entry is None:
+        raise ProtocolError(ResultCode.UNKNOWN_SERVICE, f"unknown service {service!r}", task_id)
+    spec = entry.commands.get(command)
+    if spec is None:
+        raise ProtocolError(
+            ResultCode.UNKNOWN_COMMAND,
+            f"unknown command {command!r} for service {service!r}",
+            task_id,
+        )
+    return spec

@@ -24,8 +24,8 @@ from typing import Any
 import collectd
 
 from collectd_monitor import logsetup
+from collectd_monitor.commands.startup import start_remote
 from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
-from collectd_monitor.runtime import start_remote
 
 NAME = "collectd_monitor.remote"
 

@@ -12,14 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from collectd_monitor import logsetup
-from collectd_monitor.agent import RemoteAgent
+from collectd_monitor.commands.security import check_permissions
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import CommandExecutor
-from collectd_monitor.security import check_permissions
-
-log = logging.getLogger("collectd_monitor.remote")
-
 
 _executor: CommandExecutor | None = None
 _executor_lock = threading.Lock()
@@ -65,21 +61,3 @@ def load_for_plugin(
     if exposed:
         logger.warning("SECURITY WARNING: %s", exposed)
     return config
-
-
-def start_remote(
-    options: Mapping[str, Any], *, collectd: Any = None, offline: bool = False
-) -> RemoteAgent | None:
-    config = load_for_plugin("collectd_monitor.remote", options, collectd=collectd)
-    if config is None:
-        return None
-    if offline:
-        log.info("offline mode (config validation run): config loaded, not connecting")
-        return None
-    agent = RemoteAgent(config, executor=shared_executor(config))
-    if config.raw.get("AllowConfigReplace", True):
-        from collectd_monitor.replacer.plugin import install
-
-        install(agent)
-    agent.start()
-    return agent

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collectd_monitor.sandbox import wait_for
+from collectd_monitor.testing.sandbox import wait_for
 
 from ..conftest import command_message
 

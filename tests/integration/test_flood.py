@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectd_monitor.flood import rss_kib, run_flood
+from collectd_monitor.testing.flood import rss_kib, run_flood
 
 pytestmark = pytest.mark.integration
 

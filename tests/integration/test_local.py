@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from collectd_monitor.rules import notify
-from collectd_monitor.sandbox import Collectd, wait_for
+from collectd_monitor.testing.sandbox import Collectd, wait_for
 
 pytestmark = pytest.mark.integration
 

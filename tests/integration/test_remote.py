@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.protocol import format_timestamp
-from collectd_monitor.sandbox import wait_for
+from collectd_monitor.commands.protocol import format_timestamp
+from collectd_monitor.testing.sandbox import wait_for
 
 from ..conftest import command_message, next_task_id, pids_of
 
@@ -330,7 +330,7 @@ def test_mutual_tls(monitor, broker, certs):
 
 def test_cli_connection_failure_and_timeout_exit_codes(monitor):
     m = monitor()
-    from collectd_monitor.sandbox import free_port
+    from collectd_monitor.testing.sandbox import free_port
 
     nobody = cli("send-command", "hello", "exec", "--host", f"127.0.0.1:{free_port()}")
     assert nobody.returncode == 4

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.protocol import format_timestamp
+from collectd_monitor.commands.protocol import format_timestamp
 from collectd_monitor.replacer.paths import REPORT_NAME
 from collectd_monitor.replacer.validate import validate
-from collectd_monitor.sandbox import Broker, process_alive, wait_for
+from collectd_monitor.testing.sandbox import Broker, process_alive, wait_for
 
 from ..conftest import HELLO_SERVICES, Monitor, next_task_id, pids_of
 

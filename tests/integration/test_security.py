@@ -22,10 +22,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.protocol import format_timestamp
-from collectd_monitor.sandbox import MOSQUITTO_PASSWD, Broker, free_port, wait_for
-from collectd_monitor.security import Signer, generate_keypair
-from collectd_monitor.transport import start_loop
+from collectd_monitor.commands.protocol import format_timestamp
+from collectd_monitor.commands.security import Signer, generate_keypair
+from collectd_monitor.commands.transport import start_loop
+from collectd_monitor.testing.sandbox import MOSQUITTO_PASSWD, Broker, free_port, wait_for
 
 from ..conftest import command_message, pids_of
 

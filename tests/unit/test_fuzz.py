@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collectd_monitor.commands.protocol import CommandRequest, ConfigRequest, decode_request
 from collectd_monitor.errors import ProtocolError
-from collectd_monitor.protocol import CommandRequest, ConfigRequest, decode_request
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(

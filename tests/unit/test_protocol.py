@@ -5,8 +5,7 @@ import json
 import pytest
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.errors import ProtocolError
-from collectd_monitor.protocol import (
+from collectd_monitor.commands.protocol import (
     CommandRequest,
     ConfigRequest,
     Result,
@@ -14,6 +13,7 @@ from collectd_monitor.protocol import (
     format_timestamp,
     parse_timestamp,
 )
+from collectd_monitor.errors import ProtocolError
 
 ORIGINAL = (
     b'{"timestamp":"2020-11-26T00:41:19Z","service":"hello","task_id":3126260400,"command":"exec"}'

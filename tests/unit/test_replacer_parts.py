@@ -9,7 +9,7 @@ import pytest
 
 from collectd_monitor.cli.replace import exit_status
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.protocol import Result
+from collectd_monitor.commands.protocol import Result
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.helper import HelperSpec, interpreter
 from collectd_monitor.replacer.lock import ReplaceLock

@@ -6,9 +6,8 @@ import json
 import pytest
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.errors import ConfigError, ProtocolError
-from collectd_monitor.protocol import decode_request
-from collectd_monitor.security import (
+from collectd_monitor.commands.protocol import decode_request
+from collectd_monitor.commands.security import (
     FreshnessCheck,
     SecuritySettings,
     SignatureCheck,
@@ -19,6 +18,7 @@ from collectd_monitor.security import (
     parse_security,
     signing_input,
 )
+from collectd_monitor.errors import ConfigError, ProtocolError
 
 TOPIC = "collectd-monitor/web1/command"
 MESSAGE = {"task_id": 7, "timestamp": "2026-11-23T10:00:00Z", "service": "nginx", "command": "é"}

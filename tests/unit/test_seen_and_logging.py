@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 
 from collectd_monitor import logsetup
-from collectd_monitor.seen import SeenTasks
+from collectd_monitor.commands.seen import SeenTasks
 
 
 def test_seen_tasks_are_bounded_and_remember_recent_ids():

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from collectd_monitor.outbox import Outbox
-from collectd_monitor.seen import SeenTasks
+from collectd_monitor.commands.outbox import Outbox
+from collectd_monitor.commands.seen import SeenTasks
 
 
 def test_seen_ids_survive_a_restart_within_the_window(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from collectd_monitor.sandbox import module_paths, python_block
+from collectd_monitor.confblock import module_paths, python_block
 
 DEFAULT_CONFIG = "/etc/collectd/monitor/config.json"
 DEFAULT_LOCAL_DIR = "/etc/collectd/monitor/local/"

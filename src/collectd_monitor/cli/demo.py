@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collectd_monitor.sandbox import Broker, Collectd
+from collectd_monitor.testing.sandbox import Broker, Collectd
 
 EXAMPLE_SERVICES = {
     "hello": {"commands": {"exec": 'echo "Hello World!"'}},

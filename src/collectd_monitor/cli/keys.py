@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.cli.status import EXIT_USAGE
-from collectd_monitor.security import generate_keypair
+from collectd_monitor.commands.security import generate_keypair
 
 
 def register(subparsers: Any) -> None:

@@ -27,16 +27,16 @@ from typing import Any
 
 from collectd_monitor.cli.status import EXIT_TIMEOUT, EXIT_USAGE
 from collectd_monitor.codes import ResultCode, describe
+from collectd_monitor.commands.protocol import Result
+from collectd_monitor.commands.sender import new_task_id
 from collectd_monitor.config import load_config
 from collectd_monitor.errors import ConfigError
-from collectd_monitor.protocol import Result
 from collectd_monitor.replacer import helper
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.paths import discover
 from collectd_monitor.replacer.plugin import service_options
 from collectd_monitor.replacer.report import read_report
 from collectd_monitor.replacer.transaction import Transaction
-from collectd_monitor.sender import new_task_id
 
 DEFAULT_MONITOR_CONFIG = "/etc/collectd/monitor/config.json"
 EXIT_REPLACE_BASE = 10

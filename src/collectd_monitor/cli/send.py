@@ -17,11 +17,11 @@ from collectd_monitor.cli.status import (
     EXIT_USAGE,
 )
 from collectd_monitor.codes import describe
+from collectd_monitor.commands.protocol import encode_command, encode_config
+from collectd_monitor.commands.security import Signer
+from collectd_monitor.commands.sender import ResultTimeout, Sender, new_task_id
 from collectd_monitor.config import BrokerSettings, default_topics, load_config, parse_host
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
-from collectd_monitor.protocol import encode_command, encode_config
-from collectd_monitor.security import Signer
-from collectd_monitor.sender import ResultTimeout, Sender, new_task_id
 
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.protocol import Result
 from collectd_monitor.plugin_support import OFFLINE_ENV
-from collectd_monitor.protocol import Result
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
 from collectd_monitor.replacer.manager import SAFE_PATH
@@ -91,7 +91,7 @@ def interpreter() -> str:
 
 
 def helper_env() -> dict[str, str]:
-    from collectd_monitor.sandbox import module_paths
+    from collectd_monitor.confblock import module_paths
 
     env = {
         key: value for key, value in os.environ.items() if key in ("LANG", "LC_ALL", "TZ", "PATH")

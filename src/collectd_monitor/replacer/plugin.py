@@ -20,10 +20,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from collectd_monitor.agent import RemoteAgent
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.agent import RemoteAgent
+from collectd_monitor.commands.protocol import ConfigRequest, Result
 from collectd_monitor.config import MonitorConfig
-from collectd_monitor.protocol import ConfigRequest, Result
 from collectd_monitor.replacer import helper
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.paths import ReplacerPaths, discover

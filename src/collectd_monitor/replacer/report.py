@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectd_monitor.protocol import Result
+from collectd_monitor.commands.protocol import Result
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

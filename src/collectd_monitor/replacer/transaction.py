@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.protocol import Result
+from collectd_monitor.commands.protocol import Result
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
 from collectd_monitor.replacer.manager import (

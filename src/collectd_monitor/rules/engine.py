@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectd_monitor.agent import lookup_command
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.config import CommandSpec, MonitorConfig
+from collectd_monitor.config import CommandSpec, MonitorConfig, lookup_command
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, Outcome
 from collectd_monitor.rules import notify

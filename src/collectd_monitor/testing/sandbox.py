@@ -14,12 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import collectd_monitor
+from collectd_monitor.confblock import python_block
 
 LOOPBACK = "127.0.0.1"
 COLLECTD = shutil.which("collectd") or "/usr/sbin/collectd"
@@ -55,48 +55,6 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
             return True
     except OSError:
         return False
-
-
-def module_paths() -> list[str]:
-    """The ``ModulePath`` entries collectd needs to import this install.
-
-    collectd puts each entry on sys.path but ignores ``.pth`` files, so an
-    editable install needs its source directory listed next to site-packages.
-    """
-    import paho
-
-    paths: list[str] = []
-    for module in (collectd_monitor, paho):
-        parent = str(Path(module.__file__ or "").resolve().parent.parent)
-        if parent not in paths:
-            paths.append(parent)
-    return paths
-
-
-def python_block(
-    modules: Mapping[str, Mapping[str, Any]], paths: Sequence[str] | None = None
-) -> str:
-    """The ``<LoadPlugin python>`` / ``<Plugin python>`` block importing ``modules``.
-
-    ``modules`` maps a plugin module name to its ``<Module>`` options.
-    """
-    lines = ["<LoadPlugin python>", "  Globals true", "</LoadPlugin>", "", "<Plugin python>"]
-    lines += [f'  ModulePath "{path}"' for path in (paths or module_paths())]
-    for module, options in modules.items():
-        lines += ["", f'  Import "{module}"', f'  <Module "{module}">']
-        lines += [f"    {key} {_conf_value(value)}" for key, value in options.items()]
-        lines.append("  </Module>")
-    lines.append("</Plugin>")
-    return "\n".join(lines) + "\n"
-
-
-def _conf_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
 
 
 # --------------------------------------------------------------------------- TLS material

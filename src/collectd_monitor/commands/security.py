@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.protocol import Request, utc_now
 from collectd_monitor.errors import ConfigError, ProtocolError
-from collectd_monitor.protocol import Request, utc_now
 
 ED25519 = "ed25519"
 HMAC_SHA256 = "hmac-sha256"

@@ -26,17 +26,17 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collectd_monitor.config import BrokerSettings
-from collectd_monitor.errors import AuthError, MonitorError, TransportError
-from collectd_monitor.protocol import Result
-from collectd_monitor.security import Signer
-from collectd_monitor.transport import (
+from collectd_monitor.commands.protocol import Result
+from collectd_monitor.commands.security import Signer
+from collectd_monitor.commands.transport import (
     connect,
     first_protocol,
     new_client,
     start_loop,
     unsupported_protocol,
 )
+from collectd_monitor.config import BrokerSettings
+from collectd_monitor.errors import AuthError, MonitorError, TransportError
 
 log = logging.getLogger(__name__)
 

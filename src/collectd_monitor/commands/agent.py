@@ -21,22 +21,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.codes import ResultCode, describe
-from collectd_monitor.config import CommandSpec, MonitorConfig
-from collectd_monitor.errors import ProtocolError
-from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
-from collectd_monitor.outbox import Entry, Outbox
-from collectd_monitor.protocol import (
+from collectd_monitor.commands.outbox import Entry, Outbox
+from collectd_monitor.commands.protocol import (
     CommandRequest,
     ConfigRequest,
     Request,
     Result,
-    TaskId,
     decode_request,
     format_timestamp,
 )
-from collectd_monitor.security import FreshnessCheck, SignatureCheck
-from collectd_monitor.seen import SeenTasks
-from collectd_monitor.transport import MqttLink, acknowledged
+from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
+from collectd_monitor.commands.seen import SeenTasks
+from collectd_monitor.commands.transport import MqttLink, acknowledged
+from collectd_monitor.config import MonitorConfig, lookup_command
+from collectd_monitor.errors import ProtocolError
+from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +44,6 @@ ConfigHandler = Callable[[ConfigRequest, Callable[[Result], None]], None]
 
 Verifier = Callable[[Request], None]
 """Raises :class:`ProtocolError` for a message that must not be acted upon."""
-
-
-def lookup_command(
-    config: MonitorConfig, service: str, command: str, task_id: TaskId
-) -> CommandSpec:
-    if not config.services:
-        raise ProtocolError(
-            ResultCode.NO_SERVICES, "no services are configured on this host", task_id
-        )
-    entry = config.services.get(service)
-    if entry is None:
-        raise ProtocolError(ResultCode.UNKNOWN_SERVICE, f"unknown service {service!r}", task_id)
-    spec = entry.commands.get(command)
-    if spec is None:
-        raise ProtocolError(
-            ResultCode.UNKNOWN_COMMAND,
-            f"unknown command {command!r} for service {service!r}",
-            task_id,
-        )
-    return spec
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collectd_monitor.protocol import format_timestamp
-from collectd_monitor.transport import start_loop
+from collectd_monitor.commands.protocol import format_timestamp
+from collectd_monitor.commands.transport import start_loop
 
 
 def rss_kib(pid: int) -> int:
