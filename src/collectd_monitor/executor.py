@@ -11,8 +11,10 @@ command's true exit status; death by signal N reads as 128+N, as in a shell.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import queue
 import selectors
 import signal
@@ -87,8 +89,8 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _child_env(spec: CommandSpec) -> dict[str, str] | None:
-    if spec.env_allow is None and not spec.env:
+def _child_env(spec: CommandSpec, account: pwd.struct_passwd | None) -> dict[str, str] | None:
+    if spec.env_allow is None and not spec.env and account is None:
         return None  # inherit collectd's environment, as the original does
     base = (
         os.environ
@@ -97,8 +99,41 @@ def _child_env(spec: CommandSpec) -> dict[str, str] | None:
     )
     env = dict(base)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if account is not None:  # a login's variables, never root's
+        env.update(
+            HOME=account.pw_dir,
+            USER=account.pw_name,
+            LOGNAME=account.pw_name,
+            SHELL=account.pw_shell or SHELL,
+        )
     env.update(spec.env)
     return env
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who a command runs as: uid, primary gid and supplementary groups."""
+
+    account: pwd.struct_passwd | None
+    group: str | int | None
+    extra_groups: list[int] | None
+
+
+def _identity(spec: CommandSpec) -> _Identity:
+    """Drop root completely for ``user``: its primary group and its groups (initgroups).
+
+    Raises ``KeyError`` for an unknown user or group.
+    """
+    if spec.user is None:
+        return _Identity(None, spec.group, None)
+    account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
+    if spec.group is not None:
+        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    else:
+        gid = account.pw_gid
+    if os.geteuid() != 0:  # cannot change groups anyway; let Popen report it
+        return _Identity(account, gid, None)
+    return _Identity(account, gid, sorted(set(os.getgrouplist(account.pw_name, gid))))
 
 
 class Handle:
@@ -142,6 +177,7 @@ def run_command(
     started = time.monotonic()
     argv = list(spec.argv) if spec.argv is not None else [SHELL, "-c", spec.line or ""]
     try:
+        identity = _identity(spec)
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -150,10 +186,18 @@ def run_command(
             start_new_session=True,
             close_fds=True,
             cwd=spec.cwd,
-            env=_child_env(spec),
-            user=spec.user,
-            group=spec.group,
-            extra_groups=[] if spec.user is not None and os.geteuid() == 0 else None,
+            env=_child_env(spec, identity.account),
+            user=identity.account.pw_uid if identity.account is not None else None,
+            group=identity.group,
+            extra_groups=identity.extra_groups,
+        )
+    except KeyError as exc:
+        return Outcome(
+            code=ResultCode.COMMAND_START_FAILED,
+            output="",
+            errors=f"cannot start {spec.label}: unknown user or group {exc}",
+            start_failed=True,
+            duration=time.monotonic() - started,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return Outcome(
