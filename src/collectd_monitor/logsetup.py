@@ -2,13 +2,15 @@
 
 All package loggers hang below ``collectd_monitor``; this module gives that
 logger its one handler. A filter masks every configured secret in every
-record, so a password never reaches a log even through an exception text.
+record, so a password never reaches a log even through an exception text, and
+escapes control characters, so every record is exactly one line.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -26,22 +28,49 @@ LEVELS = {
 MASK = "********"
 
 
-class RedactSecrets(logging.Filter):
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def escape_text(text: str) -> str:
+    """``text`` as one printable line: control characters, line separators and
+    lone surrogates become ``\\n``-style escapes (a newline in a task_id must
+    not forge a log line; a surrogate must not break collectd's UTF-8 logging)."""
+    return _UNSAFE.sub(
+        lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m[0]) or _escape(m[0]), text
+    )
+
+
+class SafeRecord(logging.Filter):
+    """Masks every secret and escapes the message to one printable line.
+
+    Applied to the whole formatted message, so a value taken from a message is
+    escaped wherever a log call puts it. Tracebacks keep their line breaks (they
+    are ours) but lose every other control character.
+    """
+
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        text = record.getMessage()
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string must not lose the event
+            text = f"{record.msg!r} % {record.args!r}"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         for secret in self.secrets:
             text = text.replace(secret, MASK)
             if record.exc_text:
                 record.exc_text = record.exc_text.replace(secret, MASK)
-        record.msg, record.args = text, None
+        if record.exc_text:
+            record.exc_text = "\n".join(escape_text(line) for line in record.exc_text.split("\n"))
+        record.msg, record.args = escape_text(text), None
         return True
 
 
@@ -94,7 +123,7 @@ def configure(
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.addFilter(SafeRecord(secrets))
     setattr(handler, "_collectd_monitor", True)  # noqa: B010 - a marker on a stdlib object
     logger.addHandler(handler)
     logger.setLevel(LEVELS.get(level, logging.INFO))
