@@ -61,3 +61,28 @@ def test_outbox_in_memory_when_no_directory():
     assert list(box.pending()) == [entry]
     box.remove(entry)
     assert len(box) == 0
+
+
+def test_corrupt_seen_lines_are_skipped_one_by_one_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "seen.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                "[[1,2],9e18]",
+                '[{"a":1},1.0]',
+                '[7, "soon"]',
+                "[8, NaN]",
+                "[true, 5.0]",
+                '"just a string"',
+                "[9, 2000.0]",
+                '{"torn',
+            ]
+        )
+        + "\n"
+    )
+    with caplog.at_level("WARNING", logger="collectd_monitor"):
+        seen = SeenTasks(10, path=path, window=None, clock=lambda: 2000.0)
+    assert 9 in seen and len(seen) == 1
+    warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warnings) == 1 and "7 unreadable" in warnings[0].getMessage()
+    seen.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -43,20 +44,23 @@ class SeenTasks:
             self._load(path)
 
     def _load(self, path: Path) -> None:
+        """Read what a former run remembered; a bad line is skipped, never fatal."""
         horizon = self.clock() - self.window if self.window else float("-inf")
+        skipped = 0
         try:
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 for line in handle:
-                    try:
-                        raw_id, seen_at = json.loads(line)
-                    except (ValueError, TypeError):
-                        continue  # a torn last line after a crash
-                    if isinstance(seen_at, int | float) and seen_at >= horizon:
-                        self._remember(raw_id, float(seen_at))
+                    entry = _parse_line(line)
+                    if entry is None:
+                        skipped += 1
+                    elif entry[1] >= horizon:
+                        self._remember(*entry)
         except FileNotFoundError:
             pass
         except OSError as exc:
             log.warning("cannot read seen task ids from %s: %s", path, exc)
+        if skipped:
+            log.warning("%s: skipped %d unreadable line(s)", path, skipped)
         self._rewrite()
 
     def _remember(self, task_id: Hashable, seen_at: float) -> None:
@@ -119,3 +123,18 @@ class SeenTasks:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _parse_line(line: str) -> tuple[int | str, float] | None:
+    """``[task_id, seen_at]`` as written by :meth:`SeenTasks.add`, or None."""
+    try:
+        task_id, seen_at = json.loads(line)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(task_id, bool) or not isinstance(task_id, int | str):
+        return None
+    if isinstance(seen_at, bool) or not isinstance(seen_at, int | float):
+        return None
+    if not math.isfinite(seen_at):
+        return None
+    return task_id, float(seen_at)
