@@ -12,17 +12,38 @@ Exit statuses shared by the subcommands that talk to a host:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from collectd_monitor import __version__
-from collectd_monitor.cli import confblock, demo, keys, replace, send, testrules
 from collectd_monitor.cli.status import EXIT_USAGE
 
-COMMANDS = (send, confblock, demo, keys, testrules, replace)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "send-command": ("send", "run a recovery command on a host and print its result"),
+    "send-config": ("send", "replace a host's collectd.conf and print the result"),
+    "replace-config": (
+        "replace",
+        "replace this host's collectd.conf (validate, restart, roll back)",
+    ),
+    "collectd-conf": ("confblock", "print the collectd.conf block that loads the plugins"),
+    "test-rules": ("testrules", "show what the local rules would do on a series of values"),
+    "keygen": ("keys", "make an Ed25519 key pair for signed commands"),
+    "demo": ("demo", "run the full loop on loopback: broker, collectd, send-command"),
+}
+"""Subcommand -> (module under ``collectd_monitor.cli``, one-line help).
+
+Only the module of the subcommand being run is imported (each pulls in paho,
+the replacer or the rules engine), so ``send-command`` starts about as fast as
+Python with paho alone; the others appear in ``--help`` by name and help line.
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collectd-monitor",
         description="Automatic fault recovery for hosts monitored by collectd.",
@@ -31,13 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
-    for module in COMMANDS:
-        module.register(subparsers)
+    chosen = SUBCOMMANDS.get(_chosen(argv) or "")
+    registered: set[str] = set()
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if chosen is not None and module_name == chosen[0]:
+            if module_name not in registered:
+                module = importlib.import_module(f"collectd_monitor.cli.{module_name}")
+                module.register(subparsers)
+                registered.add(module_name)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)

@@ -14,7 +14,6 @@ DEFAULT_LOCAL_DIR = "/etc/collectd/monitor/local/"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "collectd-conf",
-        help="print the collectd.conf block that loads the plugins",
         description="Print the <LoadPlugin python>/<Plugin python> block for this install, "
         "with the ModulePath entries collectd needs to import it.",
     )

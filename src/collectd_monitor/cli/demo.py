@@ -25,7 +25,6 @@ EXAMPLE_SERVICES = {
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the full loop on loopback: broker, collectd, send-command",
         description="Start a throwaway mosquitto and collectd (with the remote plugin) on "
         "127.0.0.1 under a temporary directory, send 'hello exec', print the result, stop.",
     )

@@ -14,7 +14,6 @@ from collectd_monitor.commands.security import generate_keypair
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "keygen",
-        help="make an Ed25519 key pair for signed commands",
         description="Write PREFIX.key (private, mode 0600: keep it on the sending side) and "
         "PREFIX.pub (give it to the hosts in Security.Ed25519Keys).",
     )

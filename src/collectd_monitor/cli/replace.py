@@ -54,7 +54,6 @@ def exit_status(code: int) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replace-config",
-        help="replace this host's collectd.conf (validate, restart, roll back)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

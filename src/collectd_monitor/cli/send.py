@@ -79,7 +79,6 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     cmd = subparsers.add_parser(
         "send-command",
-        help="run a recovery command on a host and print its result",
         description="Send SERVICE COMMAND to a host's command topic and wait for the result "
         "with the same task_id. Prints the result as JSON on stdout.",
     )
@@ -97,7 +96,6 @@ def register(subparsers: Any) -> None:
 
     conf = subparsers.add_parser(
         "send-config",
-        help="replace a host's collectd.conf and print the result",
         description="Push a whole collectd.conf to a host, which validates it, applies it, "
         "restarts collectd and rolls back on failure. Prints the result as JSON on stdout.",
     )

@@ -33,7 +33,6 @@ DEFAULT_TYPES_DB = "/usr/share/collectd/types.db"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "test-rules",
-        help="show what the local rules would do on a series of values",
         description="Run the rule files and the declarative rules of a config against a "
         "series of metrics and notifications (JSON lines in collectd's JSON format, or "
         "PUTVAL/PUTNOTIF lines) and print what would fire and when. Nothing is run.",
