@@ -21,9 +21,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from collectd_monitor.cmdline import direct_argv
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
 
@@ -164,6 +165,18 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         pass
 
 
+def _argv(spec: CommandSpec, env: Mapping[str, str] | None) -> list[str]:
+    """The argument list to execute: a plain shell line runs without the shell."""
+    if spec.argv is not None:
+        return list(spec.argv)
+    line = spec.line or ""
+    if spec.user is None:
+        direct = direct_argv(line, (env if env is not None else os.environ).get("PATH", ""))
+        if direct is not None:
+            return direct
+    return [SHELL, "-c", line]
+
+
 def run_command(
     spec: CommandSpec,
     *,
@@ -175,18 +188,18 @@ def run_command(
     """Run ``spec`` to completion, its timeout, or an abort through ``handle``."""
     handle = handle or Handle()
     started = time.monotonic()
-    argv = list(spec.argv) if spec.argv is not None else [SHELL, "-c", spec.line or ""]
     try:
         identity = _identity(spec)
+        env = _child_env(spec, identity.account)
         proc = subprocess.Popen(
-            argv,
+            _argv(spec, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
             cwd=spec.cwd,
-            env=_child_env(spec, identity.account),
+            env=env,
             user=identity.account.pw_uid if identity.account is not None else None,
             group=identity.group,
             extra_groups=identity.extra_groups,
