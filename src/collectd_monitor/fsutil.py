@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["UnsafePath", "atomic_write", "check_directory", "open_private", "private_directory"]
 
 
 def atomic_write(
@@ -62,3 +63,61 @@ def _sync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class UnsafePath(OSError):
+    """A state directory or file an attacker could have planted or may change."""
+
+
+def check_directory(directory: str | os.PathLike[str]) -> None:
+    """Raise :class:`UnsafePath` unless ``directory`` and its parents are safe.
+
+    Safe means: a real directory (not a symlink) owned by root or by this
+    process's user and not writable by group or others (or sticky, like
+    /tmp, for a parent). Otherwise another user could plant a symlink or swap a
+    file between our check and our use.
+    """
+    path = Path(os.path.abspath(directory))
+    me = os.geteuid()
+    for index, part in enumerate((path, *path.parents)):
+        try:
+            info = os.lstat(part)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            target = os.path.realpath(part)
+            if index == 0 or info.st_uid not in (0, me):
+                raise UnsafePath(f"{part} is a symbolic link (to {target}); refusing to use it")
+            continue  # a root-owned link higher up (e.g. /var/run -> /run) is the admin's
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafePath(f"{part} is not a directory")
+        if info.st_uid not in (0, me):
+            raise UnsafePath(f"{part} is owned by uid {info.st_uid}, not by root or us")
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and (index == 0 or not info.st_mode & stat.S_ISVTX):
+            raise UnsafePath(
+                f"{part} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+            )
+
+
+def private_directory(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` (mode 0700) if needed and check it with :func:`check_directory`."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_directory(path)
+    return path
+
+
+def open_private(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symlink and never opens another user's file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePath(f"{path} is not a regular file")
+        if info.st_uid not in (0, os.geteuid()):
+            raise UnsafePath(f"{path} is owned by uid {info.st_uid}, not by root or us")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
