@@ -58,6 +58,8 @@ class FakeLink:
     connected: bool = False
     carries: bool = True
     """What publish() answers: False plays paho refusing (QoS 0 while offline)."""
+    error: Exception | None = None
+    """Raised by publish() when set: plays paho refusing a message outright."""
     last_error: str | None = None
     sent: list[Sent] = field(default_factory=list)
     started: bool = False
@@ -86,6 +88,8 @@ class FakeLink:
         with self._cond:
             self.sent.append(Sent(topic, payload, qos, retain, properties, on_done))
             self._cond.notify_all()
+        if self.error is not None:
+            raise self.error
         return self.carries
 
     # -- the test's side -------------------------------------------------------------
@@ -237,6 +241,19 @@ def test_a_result_paho_refused_stays_in_the_outbox_for_the_next_connect(
     agent.handle_connected()
     retry = link.on(RESULT_TOPIC)[-1]
     assert retry.body["task_id"] == 9
+    link.settle(retry)
+    assert outbox_files(agent) == []
+
+
+def test_a_publish_that_raised_leaves_the_result_for_the_next_connect(make_agent: Agents) -> None:
+    agent, link = make_agent()
+    link.error = ValueError("refused")
+    with pytest.raises(ValueError):
+        agent.publish(Result(task_id=13, code=0, message="done"))
+    link.error = None
+    agent.handle_connected()
+    retry = link.on(RESULT_TOPIC)[-1]
+    assert retry.body["task_id"] == 13
     link.settle(retry)
     assert outbox_files(agent) == []
 

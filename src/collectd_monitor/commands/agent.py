@@ -130,8 +130,10 @@ class RemoteAgent:
     def stop(self) -> None:
         """Run the stop hooks, publish what is left, disconnect: well under a second.
 
-        The executor's owner stops it in a stop hook; the results of the
-        commands it aborts are published before the link goes down.
+        The executor's owner releases it in a stop hook. When this was its
+        last holder the executor stops there, and the results of the commands
+        it aborts go out before the link goes down; otherwise those commands
+        run on and their results wait in the outbox for the next start.
         """
         for hook in self._stop_hooks:
             try:
@@ -165,15 +167,18 @@ class RemoteAgent:
             if entry.name in self._in_flight:
                 return
             self._in_flight[entry.name] = entry
-        carried = self.link.publish(
-            entry.topic,
-            entry.payload,
-            self.config.broker.qos,
-            on_done=lambda delivered: self._settle(entry, delivered),
-        )
-        if not carried:
-            with self._in_flight_lock:
-                self._in_flight.pop(entry.name, None)
+        carried = False
+        try:
+            carried = self.link.publish(
+                entry.topic,
+                entry.payload,
+                self.config.broker.qos,
+                on_done=lambda delivered: self._settle(entry, delivered),
+            )
+        finally:
+            if not carried:  # kept for the next connect
+                with self._in_flight_lock:
+                    self._in_flight.pop(entry.name, None)
 
     def _settle(self, entry: Entry, delivered: bool) -> None:
         """The link is done with ``entry``: delivered, or to be sent again on connect."""
