@@ -376,14 +376,21 @@ def test_a_full_queue_answers_busy(make_agent: Agents) -> None:
     pool = CommandExecutor(max_concurrent=1, max_queued=1)
     try:
         agent, link = make_agent(pool)
-        for task_id in (41, 42, 43):
-            agent.handle_message(message(command(name="slow", task_id=task_id)))
+        agent.handle_message(message(command(name="slow", task_id=41)))
+        wait_for(lambda: pool.running == 1, 10, what="the first command to start")
+        agent.handle_message(message(command(name="slow", task_id=42)))  # waits in the queue
+        agent.handle_message(message(command(name="slow", task_id=43)))
         (busy,) = link.wait_for(RESULT_TOPIC)
+        assert busy.body["task_id"] == 43
         assert busy.body["code"] == ResultCode.BUSY
     finally:
         pool.shutdown(timeout=2)
-    aborted = link.wait_for(RESULT_TOPIC, 3)
-    assert {r.body["code"] for r in aborted[1:]} == {ResultCode.COMMAND_ABORTED}
+    codes = {r.body["task_id"]: r.body["code"] for r in link.wait_for(RESULT_TOPIC, 3)}
+    assert codes == {
+        41: ResultCode.COMMAND_ABORTED,
+        42: ResultCode.COMMAND_ABORTED,
+        43: ResultCode.BUSY,
+    }
 
 
 def test_config_pushes_go_to_the_config_handler_or_are_not_implemented(
