@@ -26,7 +26,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.commands.protocol import format_timestamp
-from collectd_monitor.commands.transport import start_loop
 from collectd_monitor.testing.sandbox import Broker, Certs, Collectd, make_certs, wait_for
 
 HELLO_SERVICES: dict[str, Any] = {
@@ -165,7 +164,7 @@ class Peer:
         )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port or broker.port)
-        start_loop(self.client)
+        self.client.loop_start()
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         with self._cond:

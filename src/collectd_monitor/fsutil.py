@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 __all__ = ["UnsafePath", "atomic_write", "check_directory", "open_private", "private_directory"]
@@ -29,12 +30,12 @@ def atomic_write(
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(temp, flags, mode)
+    # A name of its own (O_EXCL, random) per call: threads of one process may
+    # replace the same file at once.
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         try:
-            os.fchmod(fd, mode)  # the umask may have narrowed or the file pre-existed
+            os.fchmod(fd, mode)
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from collectd_monitor import logsetup
@@ -17,26 +17,73 @@ from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import CommandExecutor
 
-_executor: CommandExecutor | None = None
-_executor_lock = threading.Lock()
+EXECUTOR_STOP_TIMEOUT = 0.4
+"""Seconds the last plugin to stop waits for aborted commands to report."""
 
 
-def shared_executor(config: MonitorConfig) -> CommandExecutor:
-    """The one executor of this collectd process, shared by the remote and local plugins.
+class SharedExecutor:
+    """The one executor of a collectd process, shared by the remote and local plugins.
 
     Both plugins live in one interpreter; one pool means one concurrency limit
-    for the host's recovery commands. The first plugin to start sizes it.
+    for the host's recovery commands. Each plugin acquires it when it starts
+    and releases its lease when it stops; the pool is shut down once, when the
+    last lease is released, so a plugin that stops first cannot abort the
+    other's commands. The first plugin to start sizes it.
     """
-    global _executor
-    with _executor_lock:
-        if _executor is None or _executor.closed:
-            _executor = CommandExecutor(
-                max_concurrent=config.max_concurrent_commands,
-                max_queued=config.max_queued_commands,
-                default_timeout=config.command_timeout,
-                max_output=config.max_output_bytes,
-            )
-        return _executor
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: CommandExecutor | None = None
+        self._holders = 0
+
+    def acquire(self, config: MonitorConfig) -> ExecutorLease:
+        with self._lock:
+            if self._executor is None:
+                self._executor = CommandExecutor(
+                    max_concurrent=config.max_concurrent_commands,
+                    max_queued=config.max_queued_commands,
+                    default_timeout=config.command_timeout,
+                    max_output=config.max_output_bytes,
+                )
+            self._holders += 1
+            executor = self._executor
+        return ExecutorLease(executor, give_back=lambda timeout: self._release(executor, timeout))
+
+    @property
+    def holders(self) -> int:
+        with self._lock:
+            return self._holders
+
+    def _release(self, executor: CommandExecutor, timeout: float) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+            if last:
+                self._executor = None
+        if last:  # outside the lock: aborted commands report through other plugins' code
+            executor.shutdown(timeout=timeout)
+
+
+class ExecutorLease:
+    """One plugin's hold on the shared executor; :meth:`release` it exactly once."""
+
+    def __init__(self, executor: CommandExecutor, *, give_back: Callable[[float], None]) -> None:
+        self.executor = executor
+        self._give_back = give_back
+        self._released = False
+        self._lock = threading.Lock()
+
+    def release(self, timeout: float = EXECUTOR_STOP_TIMEOUT) -> None:
+        """Give the executor back; the last holder shuts it down (waiting up to ``timeout``)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._give_back(timeout)
+
+
+executors = SharedExecutor()
+"""The shared executor of this process."""
 
 
 def load_for_plugin(

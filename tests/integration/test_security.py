@@ -24,7 +24,6 @@ from paho.mqtt.properties import Properties
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import format_timestamp
 from collectd_monitor.commands.security import Signer, generate_keypair
-from collectd_monitor.commands.transport import start_loop
 from collectd_monitor.testing.sandbox import MOSQUITTO_PASSWD, Broker, free_port, wait_for
 
 from ..conftest import command_message, pids_of
@@ -224,7 +223,7 @@ def persistent_peer(broker: Broker, topic: str) -> tuple[mqtt.Client, list[dict[
     client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(topic, 2)
     client.reconnect_delay_set(1, 1)
     client.connect("127.0.0.1", broker.port)
-    start_loop(client)
+    client.loop_start()
     wait_for(client.is_connected, 5, what="keeper connection")
     return client, got
 
@@ -241,7 +240,7 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
         message = command_message("svc", "slow")
         sender = mqtt.Client(CallbackAPIVersion.VERSION2)
         sender.connect("127.0.0.1", broker.port)
-        start_loop(sender)
+        sender.loop_start()
         sender.publish(m.command_topic, json.dumps(message), qos=2).wait_for_publish(5)
         sender.disconnect()
         sender.loop_stop()
@@ -308,7 +307,7 @@ def mqtt5_client(broker: Broker) -> tuple[mqtt.Client, list[mqtt.MQTTMessage]]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, msg: got.append(msg)
     client.connect("127.0.0.1", broker.port)
-    start_loop(client)
+    client.loop_start()
     return client, got
 
 
@@ -383,7 +382,7 @@ def test_retained_presence_and_last_will(monitor):
         )
         client.connect("127.0.0.1", m.broker.port)
         client.subscribe(status_topic, 1)
-        start_loop(client)
+        client.loop_start()
         return client
 
     late = watcher()  # subscribes after the fact: gets the retained "online"
@@ -416,7 +415,7 @@ def test_clean_shutdown_publishes_offline(monitor):
     client.on_message = lambda _c, _u, msg: seen.append(json.loads(msg.payload))
     client.connect("127.0.0.1", m.broker.port)
     client.subscribe(status_topic, 1)
-    start_loop(client)
+    client.loop_start()
     try:
         status = wait_for(lambda: seen, 5, what="retained status")[0]
         assert (status["status"], status["reason"]) == ("offline", "shutdown")
@@ -462,13 +461,13 @@ def test_example_acl_confines_each_host_to_its_own_topics(monitor, tmp_path):
         spy.username_pw_set("web1", "web1-pw")
         spy.on_message = lambda _c, _u, msg: spy_got.append(msg.payload)
         spy.connect("127.0.0.1", port)
-        start_loop(spy)
+        spy.loop_start()
         watcher_got: list[bytes] = []
         watcher = mqtt.Client(CallbackAPIVersion.VERSION2)
         watcher.username_pw_set("ops", "ops-pw")
         watcher.on_message = lambda _c, _u, msg: watcher_got.append(msg.payload)
         watcher.connect("127.0.0.1", port)
-        start_loop(watcher)
+        watcher.loop_start()
         try:
             spy.subscribe("collectd-monitor/web2/command", 1)
             watcher.subscribe("collectd-monitor/web2/result", 1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +97,28 @@ def test_open_private_refuses_a_file_owned_by_another_user(tmp_path):
     os.chown(planted, NOBODY, -1)
     with pytest.raises(UnsafePath, match="owned by uid"):
         open_private(planted, os.O_WRONLY | os.O_APPEND)
+
+
+def test_threads_of_one_process_can_replace_the_same_file_at_once(tmp_path: Path) -> None:
+    """Two threads (say the connect handler and start-up) writing one status file."""
+    target = tmp_path / "status.json"
+    payloads = [f"writer {n} ".encode() * 2000 for n in range(6)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(payloads))
+
+    def write(data: bytes) -> None:
+        start.wait()
+        try:
+            for _ in range(40):
+                atomic_write(target, data, durable=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert target.read_bytes() in payloads
+    assert os.listdir(tmp_path) == ["status.json"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -32,7 +31,7 @@ from collectd_monitor.commands.protocol import (
 )
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.commands.seen import SeenTasks
-from collectd_monitor.commands.transport import MqttLink, acknowledged
+from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
@@ -63,28 +62,31 @@ def default_verifiers(config: MonitorConfig) -> tuple[Verifier, ...]:
 
 
 class RemoteAgent:
+    """Decode, verify, de-duplicate and dispatch command messages; publish results.
+
+    The agent does not own ``executor``: whoever made it stops it (usually in
+    a stop hook, so that the results of aborted commands still go out). With
+    ``link`` given, the caller feeds it :meth:`handle_message` and
+    :meth:`handle_connected`; by default the agent makes an :class:`MqttLink`.
+    """
+
     def __init__(
         self,
         config: MonitorConfig,
         *,
-        link: MqttLink | None = None,
-        executor: CommandExecutor | None = None,
+        executor: CommandExecutor,
+        link: Link | None = None,
         config_handler: ConfigHandler | None = None,
         verifiers: tuple[Verifier, ...] | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
-        self.executor = executor or CommandExecutor(
-            max_concurrent=config.max_concurrent_commands,
-            max_queued=config.max_queued_commands,
-            default_timeout=config.command_timeout,
-            max_output=config.max_output_bytes,
-        )
-        self.link = link or MqttLink(
+        self.executor = executor
+        self.link: Link = link or MqttLink(
             config.broker,
             subscriptions=[(config.command_topic, config.broker.qos)],
-            on_message=self._on_mqtt_message,
-            on_connected=self._on_connected,
+            on_message=self.handle_message,
+            on_connected=self.handle_connected,
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
         )
         self.config_handler = config_handler
@@ -99,12 +101,11 @@ class RemoteAgent:
             window=window if config.security.max_message_age > 0 else None,
         )
         self.outbox = Outbox(state / "outbox" if state else None)
-        self._in_flight: dict[str, tuple[Entry, mqtt.MQTTMessageInfo]] = {}
+        self._in_flight: dict[str, Entry] = {}
+        """Outbox entries that paho carries now: removed when delivered or dropped."""
         self._in_flight_lock = threading.Lock()
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
         self._stop_hooks: list[Callable[[], None]] = []
-        self._stopped = threading.Event()
-        self._pump = threading.Thread(target=self._pump_outbox, name="cm-outbox", daemon=True)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -117,7 +118,6 @@ class RemoteAgent:
             len(self.config.services),
             ", signatures required" if self.config.security.require_signature else "",
         )
-        self._pump.start()
         self.link.start()
 
     def add_connected_hook(self, hook: Callable[[], None]) -> None:
@@ -128,25 +128,29 @@ class RemoteAgent:
         self._stop_hooks.append(hook)
 
     def stop(self) -> None:
-        """End running commands, publish their results, disconnect: well under a second."""
-        self._stopped.set()
+        """Run the stop hooks, publish what is left, disconnect: well under a second.
+
+        The executor's owner releases it in a stop hook. When this was its
+        last holder the executor stops there, and the results of the commands
+        it aborts go out before the link goes down; otherwise those commands
+        run on and their results wait in the outbox for the next start.
+        """
         for hook in self._stop_hooks:
             try:
                 hook()
             except Exception:
                 log.exception("error in stop hook")
-        self.executor.shutdown(timeout=0.4)
         if self.link.connected:
             self.link.publish(
                 self.config.status_topic, presence("offline", self.config, "shutdown"), 1, True
             )
         if not self.link.flush(0.3):
             log.warning("results not yet acknowledged stay in the outbox for the next start")
-        self._collect_acknowledged()
         self.link.stop(0.2)
         self.seen.close()
 
-    def _on_connected(self) -> None:
+    def handle_connected(self) -> None:
+        """The link is (again) on the broker: announce us, send what the outbox holds."""
         self.link.publish(self.config.status_topic, presence("online", self.config), 1, True)
         self._republish()
         for hook in self._connected_hooks:
@@ -158,10 +162,30 @@ class RemoteAgent:
     # -- the outbox ---------------------------------------------------------------------
 
     def _send(self, entry: Entry) -> None:
-        info = self.link.publish(entry.topic, entry.payload, self.config.broker.qos)
-        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or self.config.broker.qos > 0:
-            with self._in_flight_lock:
-                self._in_flight[entry.name] = (entry, info)
+        """Hand ``entry`` to the link unless paho already carries it."""
+        with self._in_flight_lock:
+            if entry.name in self._in_flight:
+                return
+            self._in_flight[entry.name] = entry
+        carried = False
+        try:
+            carried = self.link.publish(
+                entry.topic,
+                entry.payload,
+                self.config.broker.qos,
+                on_done=lambda delivered: self._settle(entry, delivered),
+            )
+        finally:
+            if not carried:  # kept for the next connect
+                with self._in_flight_lock:
+                    self._in_flight.pop(entry.name, None)
+
+    def _settle(self, entry: Entry, delivered: bool) -> None:
+        """The link is done with ``entry``: delivered, or to be sent again on connect."""
+        with self._in_flight_lock:
+            self._in_flight.pop(entry.name, None)
+        if delivered:
+            self.outbox.remove(entry)
 
     def _republish(self) -> None:
         """Publish what the outbox holds and paho does not already carry (a former run's)."""
@@ -173,24 +197,10 @@ class RemoteAgent:
         for entry in waiting:
             self._send(entry)
 
-    def _collect_acknowledged(self) -> None:
-        with self._in_flight_lock:
-            done = [(n, e) for n, (e, info) in self._in_flight.items() if acknowledged(info)]
-            for name, _ in done:
-                del self._in_flight[name]
-        for _, entry in done:
-            self.outbox.remove(entry)
-
-    def _pump_outbox(self) -> None:
-        while not self._stopped.wait(0.2):
-            try:
-                self._collect_acknowledged()
-            except Exception:
-                log.exception("outbox pump error")
-
     # -- messages ---------------------------------------------------------------------
 
-    def _on_mqtt_message(self, message: mqtt.MQTTMessage) -> None:
+    def handle_message(self, message: mqtt.MQTTMessage) -> None:
+        """A message on the command topic (runs on the link's thread)."""
         reply = None
         properties = getattr(message, "properties", None)
         topic = getattr(properties, "ResponseTopic", None) if properties is not None else None

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from collectd_monitor.fsutil import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -52,14 +54,8 @@ class Outbox:
         entry = Entry(name, topic, payload)
         if self.directory is not None:
             body = json.dumps({"topic": topic, "payload": payload.decode("utf-8", "replace")})
-            temp = self.directory / f".{name}.tmp"
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(body)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, self.directory / name)
+                atomic_write(self.directory / name, body, mode=0o600, durable=True)
                 return entry
             except OSError as exc:
                 log.warning("cannot write %s to the outbox: %s; kept in memory only", name, exc)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import IO
+
+from collectd_monitor.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,8 @@ class SeenTasks:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temp = self.path.with_name(self.path.name + ".tmp")
-            with open(temp, "w", encoding="utf-8") as handle:
-                for task_id, seen_at in self._ids.items():
-                    handle.write(json.dumps([task_id, seen_at]) + "\n")
-            os.chmod(temp, 0o600)
-            os.replace(temp, self.path)
+            lines = "".join(json.dumps([task_id, at]) + "\n" for task_id, at in self._ids.items())
+            atomic_write(self.path, lines, mode=0o600, durable=True)
             if self._file is not None:
                 self._file.close()
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open

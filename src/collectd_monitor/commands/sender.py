@@ -32,7 +32,6 @@ from collectd_monitor.commands.transport import (
     connect,
     first_protocol,
     new_client,
-    start_loop,
     unsupported_protocol,
 )
 from collectd_monitor.config import BrokerSettings
@@ -171,7 +170,7 @@ class Sender:
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to {self.settings.address}: {exc}") from None
         deadline = time.monotonic() + timeout
-        start_loop(client)
+        client.loop_start()
         try:
             if not connected.wait(self.connect_timeout):
                 raise TransportError(f"no answer from the broker at {self.settings.address}")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from collectd_monitor.commands.agent import RemoteAgent
-from collectd_monitor.runtime import load_for_plugin, shared_executor
+from collectd_monitor.runtime import executors, load_for_plugin
 
 log = logging.getLogger("collectd_monitor.remote")
 
@@ -21,7 +21,9 @@ def start_remote(
     if offline:
         log.info("offline mode (config validation run): config loaded, not connecting")
         return None
-    agent = RemoteAgent(config, executor=shared_executor(config))
+    lease = executors.acquire(config)
+    agent = RemoteAgent(config, executor=lease.executor)
+    agent.add_stop_hook(lease.release)
     if config.raw.get("AllowConfigReplace", True):
         from collectd_monitor.replacer.plugin import install
 

@@ -13,35 +13,18 @@ the helper learns that the restarted daemon's plugin reached the broker.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collectd_monitor.commands.protocol import Result
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and a rename."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+from collectd_monitor.fsutil import atomic_write
 
 
 def write_report(path: Path, result: Result) -> None:
-    write_atomic(path, result.encode())
+    atomic_write(path, result.encode(), mode=0o600)
 
 
 @dataclass(frozen=True)
@@ -90,7 +73,7 @@ class PluginStatus:
 
 
 def write_plugin_status(path: Path, status: PluginStatus) -> None:
-    write_atomic(path, status.to_json(), 0o644)
+    atomic_write(path, status.to_json(), mode=0o644)
 
 
 def read_plugin_status(path: Path) -> PluginStatus | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
+from collectd_monitor.fsutil import atomic_write
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
 from collectd_monitor.replacer.manager import (
@@ -39,7 +40,7 @@ from collectd_monitor.replacer.manager import (
     process_alive,
 )
 from collectd_monitor.replacer.paths import ReplacerPaths, check_paths
-from collectd_monitor.replacer.report import read_plugin_status, write_atomic
+from collectd_monitor.replacer.report import read_plugin_status
 from collectd_monitor.replacer.validate import Runner, run_process, validate
 
 log = logging.getLogger("collectd_monitor.replacer")
@@ -129,7 +130,7 @@ class Transaction:
 
     def _write_new(self, text: str) -> None:
         try:
-            write_atomic(self.paths.new, text.encode("utf-8"), 0o600)
+            atomic_write(self.paths.new, text.encode("utf-8"), mode=0o600)
         except OSError as exc:
             raise ReplaceFailed(
                 ResultCode.REPLACE_WRITE_FAILED,
@@ -161,7 +162,7 @@ class Transaction:
                 raise ReplaceFailed(exc.code, exc.message + self._ensure_running()) from None
         try:
             original_mode = self.paths.config.stat().st_mode & 0o7777
-            write_atomic(self.paths.backup, self.paths.config.read_bytes(), original_mode)
+            atomic_write(self.paths.backup, self.paths.config.read_bytes(), mode=original_mode)
         except OSError as exc:
             raise ReplaceFailed(
                 ResultCode.REPLACE_BACKUP_FAILED,
@@ -309,9 +310,11 @@ class Transaction:
                 self._wait_gone(pid)
         try:
             with contextlib.suppress(OSError):
-                write_atomic(self.paths.rejected, self.paths.config.read_bytes(), 0o600)
+                atomic_write(self.paths.rejected, self.paths.config.read_bytes(), mode=0o600)
             backup = self.paths.backup
-            write_atomic(self.paths.config, backup.read_bytes(), backup.stat().st_mode & 0o7777)
+            atomic_write(
+                self.paths.config, backup.read_bytes(), mode=backup.stat().st_mode & 0o7777
+            )
         except OSError as exc:
             return Result(
                 task_id,

@@ -17,7 +17,7 @@ from collectd_monitor.executor import CommandExecutor, Job
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
 from collectd_monitor.rules.engine import Emit, Engine
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
-from collectd_monitor.runtime import load_for_plugin, shared_executor
+from collectd_monitor.runtime import ExecutorLease, executors, load_for_plugin
 
 NAME = "collectd_monitor.local"
 log = logging.getLogger(NAME)
@@ -34,10 +34,15 @@ def load_rules(config: MonitorConfig) -> tuple[RuleSet, RuleFiles, list[str]]:
 @dataclass
 class LocalMonitor:
     engine: Engine
-    executor: CommandExecutor
+    lease: ExecutorLease
+
+    @property
+    def executor(self) -> CommandExecutor:
+        return self.lease.executor
 
     def stop(self) -> None:
-        self.executor.shutdown(timeout=0.4)
+        """Stop submitting; the shared executor stops once the other plugin is done too."""
+        self.lease.release()
 
 
 def start_local(
@@ -61,7 +66,8 @@ def start_local(
     if offline:
         log.info("offline mode (config validation run): rules loaded, not monitoring")
         return None
-    executor = shared_executor(config)
+    lease = executors.acquire(config)
+    executor = lease.executor
 
     def runner(spec: Any, on_done: Any) -> None:
         executor.submit(Job(spec=spec, on_done=on_done))
@@ -72,4 +78,4 @@ def start_local(
             "no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
             config.local_monitor_config_dir or "not set",
         )
-    return LocalMonitor(engine, executor)
+    return LocalMonitor(engine, lease)

@@ -22,7 +22,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.commands.protocol import format_timestamp
-from collectd_monitor.commands.transport import start_loop
 
 
 def rss_kib(pid: int) -> int:
@@ -108,7 +107,7 @@ def run_flood(
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", port)
-    start_loop(client)
+    client.loop_start()
     client.subscribe(result_topic, 1)
     if not subscribed.wait(5):
         raise RuntimeError("no SUBACK")
