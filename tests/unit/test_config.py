@@ -73,7 +73,7 @@ def test_commands_both_spellings_and_forms(tmp_path):
     assert config.services["a"].commands["x"].line == "echo x"
     assert config.services["b"].commands["y"].argv == ("/bin/echo", "y")
     assert config.services["b"].commands["z"].timeout == 2.0
-    assert config.services["collectd"].options == {"ConfigPath": "/etc/collectd/collectd.conf"}
+    assert config.collectd.config_path == "/etc/collectd/collectd.conf"
     assert config.services["collectd"].commands["start"].line == "x"
 
 
