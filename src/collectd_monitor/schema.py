@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
 from collectd_monitor.errors import ConfigError
@@ -139,7 +140,7 @@ class Section:
     ) -> None:
         self.source = source
         self.path = path
-        self._data = data
+        self._data: Mapping[str, Any] = MappingProxyType(dict(data))
         self._spelled = {key.lower(): key for key in data if isinstance(key, str)}
 
     @classmethod
@@ -224,7 +225,10 @@ class Section:
         return Section.of(value, source=self.source, path=join(self.path, name))
 
     def read(self, fields: Mapping[str, Converter[Any]]) -> dict[str, Any]:
-        """Every present key of ``fields`` converted, by its documented spelling."""
+        """Every present key of ``fields`` converted, by its documented spelling.
+
+        Unlike :meth:`get`, a key given as null is an error: nothing to merge.
+        """
         return {
             key: self.convert(key, self.raw(key), converter)
             for key, converter in fields.items()
@@ -241,7 +245,7 @@ class Section:
             raise self.error(message, str(key))
 
     def warn_unknown(self, known: Collection[str], warn: Callable[[str], None] | None) -> None:
-        origin = self.source or "config"
+        if warn is None:
+            return
         for key in self.unknown(known):
-            if warn is not None:
-                warn(f"{origin}: unknown key {join(self.path, str(key))!r} ignored")
+            warn(f"{self.source or 'config'}: unknown key {join(self.path, str(key))!r} ignored")

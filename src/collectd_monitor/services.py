@@ -136,11 +136,17 @@ def parse_services(
 def collectd_settings(
     value: Mapping[str, Any] | Section | None, *, source: str | None = None
 ) -> CollectdServiceSettings:
-    """The ``collectd`` entry of ``Services`` (defaults when there is none)."""
+    """The ``collectd`` entry of ``Services`` (defaults when there is none).
+
+    Service names are names, matched exactly like :func:`parse_services` keys.
+    """
     if value is None:
         return CollectdServiceSettings()
-    body = Section.of(value, source=source, path="Services").section("collectd")
-    return CollectdServiceSettings() if body is None else CollectdServiceSettings.read(body)
+    services = Section.of(value, source=source, path="Services")
+    body = dict(services.items()).get("collectd")
+    if body is None:
+        return CollectdServiceSettings()
+    return CollectdServiceSettings.read(services.child("collectd", body))
 
 
 _COMMAND_KEYS = ("Command", "Argv", "Timeout", "User", "Group", "Cwd", "Env", "EnvAllow")

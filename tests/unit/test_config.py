@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -197,3 +199,15 @@ def test_rules_are_kept_as_a_typed_section_for_the_rule_parser(tmp_path):
     assert (config.rules.path, config.rules.source) == ("Rules", path)
     assert config.rules.elements("Values") == []
     assert load_config({}).rules is None
+
+
+def test_the_config_layer_imports_no_feature_package_and_no_cryptography():
+    code = (
+        "import sys, collectd_monitor.config\n"
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (\n"
+        "    ['collectd_monitor', 'commands'], ['collectd_monitor', 'rules'],\n"
+        "    ['collectd_monitor', 'replacer']) or m.split('.')[0] in ('cryptography', 'paho')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -18,6 +18,9 @@ persisted seen set stop replays to the same host.
 
 Freshness (on by default): a message older than ``MaxMessageAge`` seconds, or
 dated more than ``MaxClockSkew`` seconds in the future, is refused.
+
+The settings (keys, limits) are read with the rest of the config, by
+:mod:`collectd_monitor.security_config`.
 """
 
 from __future__ import annotations
