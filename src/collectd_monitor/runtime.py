@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from collectd_monitor import logsetup
-from collectd_monitor.commands.security import check_permissions
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import CommandExecutor
+from collectd_monitor.security_config import check_permissions
 
 EXECUTOR_STOP_TIMEOUT = 0.4
 """Seconds the last plugin to stop waits for aborted commands to report."""

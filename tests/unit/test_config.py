@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -73,7 +75,7 @@ def test_commands_both_spellings_and_forms(tmp_path):
     assert config.services["a"].commands["x"].line == "echo x"
     assert config.services["b"].commands["y"].argv == ("/bin/echo", "y")
     assert config.services["b"].commands["z"].timeout == 2.0
-    assert config.services["collectd"].options == {"ConfigPath": "/etc/collectd/collectd.conf"}
+    assert config.collectd.config_path == "/etc/collectd/collectd.conf"
     assert config.services["collectd"].commands["start"].line == "x"
 
 
@@ -97,6 +99,16 @@ def test_commands_both_spellings_and_forms(tmp_path):
             "Services.s.commands.c.bogus",
         ),
         ({"CAFile": "/nonexistent/ca.pem"}, "CAFile"),
+        ({"Services": {"s": {"Commands": {"c": "x"}}, "t": 5}}, "Services.t"),
+        ({"Services": {"collectd": {"SettleTime": 0.1}}}, "Services.collectd.SettleTime"),
+        ({"Services": {"collectd": {"stoptimeout": "soon"}}}, "Services.collectd.stoptimeout"),
+        (
+            {"Services": {"collectd": {"ServiceManager": "upstart"}}},
+            "Services.collectd.ServiceManager",
+        ),
+        ({"Security": {"Ed25519Keys": []}}, "Security.Ed25519Keys"),
+        ({"Security": {"HmacKeys": "secret"}}, "Security.HmacKeys"),
+        ({"Rules": []}, "Rules"),
     ],
 )
 def test_invalid_values_name_file_and_key(tmp_path, data, key):
@@ -127,3 +139,75 @@ def test_password_is_not_in_repr(tmp_path):
     config = load_config({"MonitorConfigPath": write(tmp_path, {"Password": "hunter2"})})
     assert "hunter2" not in repr(config)
     assert config.secrets == ("hunter2",)
+
+
+def test_module_block_numbers_arrive_as_floats_and_are_typed(tmp_path):
+    block = {"QoS": 1.0, "KeepAlive": 30.0, "MqttVersion": 5.0, "AllowConfigReplace": 0.0}
+    config = load_config(block)
+    assert (config.broker.qos, config.broker.keepalive, config.broker.protocol) == (1, 30, "5")
+    assert config.allow_config_replace is False
+    assert load_config({}).allow_config_replace is True
+
+
+def test_a_bad_monitor_config_path_in_the_block_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        load_config({"monitorconfigpath": 5.0})
+    assert (info.value.path, info.value.key) == ("<Module> block", "monitorconfigpath")
+
+
+def test_block_values_are_checked_where_they_came_from(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config({"MonitorConfigPath": write(tmp_path, {}), "qos": 7.0})
+    assert (info.value.path, info.value.key) == ("<Module> block", "qos")
+
+
+def test_collectd_service_settings_are_typed_at_load(tmp_path):
+    collectd = {
+        "pidpath": "/run/c.pid",
+        "SettleTime": "1.5",
+        "ServiceManager": "Commands",
+        "Commands": {"start": "service collectd start"},
+    }
+    config = load_config(
+        {"MonitorConfigPath": write(tmp_path, {"Services": {"collectd": collectd}})}
+    )
+    assert config.collectd.pid_path == "/run/c.pid"
+    assert config.collectd.settle_time == 1.5 and config.collectd.service_manager == "commands"
+    assert config.collectd.to_options() == {
+        "PIDPath": "/run/c.pid",
+        "ServiceManager": "commands",
+        "SettleTime": 1.5,
+    }
+    assert config.services["collectd"].commands["start"].line == "service collectd start"
+    assert load_config({}).collectd.config_path is None
+
+
+def test_unknown_service_keys_warn_with_their_dotted_path(tmp_path):
+    data = {"Services": {"collectd": {"SetleTime": 3}, "nginx": {"Comands": {}}}}
+    warnings: list[str] = []
+    load_config({"MonitorConfigPath": write(tmp_path, data)}, warn=warnings.append)
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "unknown key 'Services.collectd.SetleTime' ignored",
+        "unknown key 'Services.nginx.Comands' ignored",
+    ]
+
+
+def test_rules_are_kept_as_a_typed_section_for_the_rule_parser(tmp_path):
+    path = write(tmp_path, {"rules": {"Values": []}})
+    config = load_config({"MonitorConfigPath": path})
+    assert config.rules is not None
+    assert (config.rules.path, config.rules.source) == ("Rules", path)
+    assert config.rules.elements("Values") == []
+    assert load_config({}).rules is None
+
+
+def test_the_config_layer_imports_no_feature_package_and_no_cryptography():
+    code = (
+        "import sys, collectd_monitor.config\n"
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (\n"
+        "    ['collectd_monitor', 'commands'], ['collectd_monitor', 'rules'],\n"
+        "    ['collectd_monitor', 'replacer']) or m.split('.')[0] in ('cryptography', 'paho')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

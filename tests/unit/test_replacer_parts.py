@@ -89,6 +89,21 @@ def test_bad_timing_option_is_0x200a(tmp_path):
         discover({"SettleTime": -1}, collectd_pid=None, proc=str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "options", [{"commands": "service collectd restart"}, {"SettleTime": "soon"}, {"unit": 5}]
+)
+def test_malformed_collectd_options_are_0x200a(tmp_path, options):
+    with pytest.raises(ReplaceFailed) as failed:
+        discover(options, collectd_pid=None, proc=str(tmp_path))
+    assert failed.value.code == ResultCode.REPLACE_PATH_NOT_FOUND
+    assert "Services.collectd." in failed.value.message
+
+
+def test_timing_reads_collectd_block_floats_and_any_spelling():
+    timing = Timing.from_options({"settletime": 2.0, "ValidateTimeout": "90", "Other": 1})
+    assert (timing.settle, timing.validate, timing.connect) == (2.0, 90.0, 30.0)
+
+
 def test_paths_round_trip_through_the_helper_spec(tmp_path):
     paths = ReplacerPaths(
         config=tmp_path / "c.conf",

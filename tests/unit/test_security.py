@@ -9,16 +9,18 @@ from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import decode_request
 from collectd_monitor.commands.security import (
     FreshnessCheck,
-    SecuritySettings,
     SignatureCheck,
     Signer,
-    check_permissions,
     generate_keypair,
-    load_public_key,
-    parse_security,
     signing_input,
 )
 from collectd_monitor.errors import ConfigError, ProtocolError
+from collectd_monitor.security_config import (
+    SecuritySettings,
+    check_permissions,
+    load_public_key,
+    parse_security,
+)
 
 TOPIC = "collectd-monitor/web1/command"
 MESSAGE = {"task_id": 7, "timestamp": "2026-11-23T10:00:00Z", "service": "nginx", "command": "é"}

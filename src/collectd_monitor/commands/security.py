@@ -18,6 +18,9 @@ persisted seen set stop replays to the same host.
 
 Freshness (on by default): a message older than ``MaxMessageAge`` seconds, or
 dated more than ``MaxClockSkew`` seconds in the future, is refused.
+
+The settings (keys, limits) are read with the rest of the config, by
+:mod:`collectd_monitor.security_config`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import hashlib
 import hmac
 import json
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,11 @@ from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Request, utc_now
-from collectd_monitor.errors import ConfigError, ProtocolError
+from collectd_monitor.errors import ProtocolError
+from collectd_monitor.security_config import SecuritySettings, ed25519_module
 
 ED25519 = "ed25519"
 HMAC_SHA256 = "hmac-sha256"
-DEFAULT_MAX_AGE = 300.0
-DEFAULT_MAX_SKEW = 60.0
 
 
 def signing_input(topic: str, fields: Mapping[str, Any]) -> bytes:
@@ -54,19 +55,11 @@ def signing_input(topic: str, fields: Mapping[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- keys
 
 
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as exc:  # pragma: no cover - cryptography is a dependency
-        raise ConfigError("Ed25519 keys need the 'cryptography' package") from exc
-    return ed25519
-
-
 def generate_keypair(prefix: Path) -> tuple[Path, Path]:
     """Write ``PREFIX.key`` (private, PEM, mode 0600) and ``PREFIX.pub`` (public, PEM)."""
     from cryptography.hazmat.primitives import serialization
 
-    key = _crypto().Ed25519PrivateKey.generate()
+    key = ed25519_module().Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -81,21 +74,6 @@ def generate_keypair(prefix: Path) -> tuple[Path, Path]:
         handle.write(private)
     pub_path.write_bytes(public)
     return key_path, pub_path
-
-
-def load_public_key(text: str) -> Any:
-    """A PEM public key, or the raw 32-byte key in base64."""
-    from cryptography.hazmat.primitives import serialization
-
-    ed25519 = _crypto()
-    stripped = text.strip()
-    if stripped.startswith("-----BEGIN"):
-        key = serialization.load_pem_public_key(stripped.encode())
-        if not isinstance(key, ed25519.Ed25519PublicKey):
-            raise ValueError("not an Ed25519 public key")
-        return key
-    raw = base64.b64decode(stripped, validate=True)
-    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)
@@ -115,7 +93,7 @@ class Signer:
             from cryptography.hazmat.primitives import serialization
 
             key = serialization.load_pem_private_key(data, password=None)
-            if not isinstance(key, _crypto().Ed25519PrivateKey):
+            if not isinstance(key, ed25519_module().Ed25519PrivateKey):
                 raise ValueError(f"{path}: not an Ed25519 private key")
             return cls(ED25519, key_id, key)
         return cls(HMAC_SHA256, key_id, data.strip())
@@ -132,129 +110,6 @@ class Signer:
             "value": base64.b64encode(value).decode(),
         }
         return {**fields, "signature": signature}
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    ed25519_keys: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    hmac_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    require_signature: bool = False
-    max_message_age: float = DEFAULT_MAX_AGE
-    max_clock_skew: float = DEFAULT_MAX_SKEW
-    strict_permissions: bool = False
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(key.decode(errors="replace") for key in self.hmac_keys.values())
-
-
-def _read_key_material(value: Any, base: Path, where: str, source: str | None) -> str:
-    """Inline text, or ``{"File": path}`` (relative to config.json's directory)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        files = [v for k, v in value.items() if k.lower() == "file"]
-        if len(files) == 1 and isinstance(files[0], str):
-            path = base / files[0]
-            try:
-                return path.read_text()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {path}: {exc.strerror}", path=source, key=where
-                ) from None
-    raise ConfigError('expected a key string or {"File": "path"}', path=source, key=where)
-
-
-def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
-    if value is None:
-        return SecuritySettings()
-    if not isinstance(value, Mapping):
-        raise ConfigError("expected an object", path=source, key="Security")
-    base = Path(source).parent if source else Path(".")
-    options = {key.lower(): (key, item) for key, item in value.items()}
-    known = {
-        "ed25519keys",
-        "hmackeys",
-        "requiresignature",
-        "maxmessageage",
-        "maxclockskew",
-        "strictpermissions",
-    }
-    for lower, (key, _) in options.items():
-        if lower not in known:
-            raise ConfigError("unknown option", path=source, key=f"Security.{key}")
-
-    def get(name: str, default: Any) -> Any:
-        return options.get(name, (None, default))[1]
-
-    ed25519_keys: dict[str, Any] = {}
-    for key_id, material in (get("ed25519keys", {}) or {}).items():
-        where = f"Security.Ed25519Keys.{key_id}"
-        text = _read_key_material(material, base, where, source)
-        try:
-            ed25519_keys[key_id] = load_public_key(text)
-        except (ValueError, binascii.Error) as exc:
-            raise ConfigError(
-                f"not an Ed25519 public key ({exc})", path=source, key=where
-            ) from None
-    hmac_keys: dict[str, bytes] = {}
-    for key_id, material in (get("hmackeys", {}) or {}).items():
-        where = f"Security.HmacKeys.{key_id}"
-        secret = _read_key_material(material, base, where, source).strip().encode()
-        if len(secret) < 16:
-            raise ConfigError("an HMAC secret needs at least 16 bytes", path=source, key=where)
-        hmac_keys[key_id] = secret
-    has_keys = bool(ed25519_keys or hmac_keys)
-    require = get("requiresignature", has_keys)
-    if not isinstance(require, bool):
-        raise ConfigError("expected true or false", path=source, key="Security.RequireSignature")
-    if require and not has_keys:
-        raise ConfigError(
-            "RequireSignature needs Ed25519Keys or HmacKeys",
-            path=source,
-            key="Security.RequireSignature",
-        )
-    numbers = {}
-    for name, key, default in (
-        ("maxmessageage", "MaxMessageAge", DEFAULT_MAX_AGE),
-        ("maxclockskew", "MaxClockSkew", DEFAULT_MAX_SKEW),
-    ):
-        number = get(name, default)
-        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
-            raise ConfigError(
-                "expected a number of seconds >= 0", path=source, key=f"Security.{key}"
-            )
-        numbers[name] = float(number)
-    strict = get("strictpermissions", False)
-    if not isinstance(strict, bool):
-        raise ConfigError("expected true or false", path=source, key="Security.StrictPermissions")
-    return SecuritySettings(
-        ed25519_keys=ed25519_keys,
-        hmac_keys=hmac_keys,
-        require_signature=require,
-        max_message_age=numbers["maxmessageage"],
-        max_clock_skew=numbers["maxclockskew"],
-        strict_permissions=strict,
-    )
-
-
-def check_permissions(path: str | None, has_secrets: bool) -> str | None:
-    """A warning when a config file holding secrets is readable by group or others."""
-    if not path or not has_secrets:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (
-            f"{path} holds a password or key but is accessible by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-        )
-    return None
 
 
 # --------------------------------------------------------------------------- checks

@@ -24,7 +24,7 @@ def start_remote(
     lease = executors.acquire(config)
     agent = RemoteAgent(config, executor=lease.executor)
     agent.add_stop_hook(lease.release)
-    if config.raw.get("AllowConfigReplace", True):
+    if config.allow_config_replace:
         from collectd_monitor.replacer.plugin import install
 
         install(agent)

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer.errors import ReplaceFailed
+from collectd_monitor.schema import Section
+from collectd_monitor.services import SERVICE_MANAGERS, CollectdServiceSettings
 
 DEFAULT_CONFIG = "/etc/collectd/collectd.conf"
 DEFAULT_PID = "/var/run/collectd.pid"
 DEFAULT_BINARY = "/usr/sbin/collectd"
 REPORT_NAME = "collectd-monitor-replace.json"
 
-MODES = ("direct", "commands", "systemd")
-MIN_SETTLE = 0.5
+MODES = SERVICE_MANAGERS
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,15 @@ class Timing:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Timing:
-        keys = {
-            "settletime": "settle",
-            "connecttimeout": "connect",
-            "stoptimeout": "stop",
-            "starttimeout": "start",
-            "validatetimeout": "validate",
+        settings = _settings(options)
+        given = {
+            "settle": settings.settle_time,
+            "connect": settings.connect_timeout,
+            "stop": settings.stop_timeout,
+            "start": settings.start_timeout,
+            "validate": settings.validate_timeout,
         }
-        values: dict[str, float] = {}
-        for key, value in options.items():
-            name = keys.get(key.lower())
-            if name is None:
-                continue
-            number = float(value)
-            if number < 0:
-                raise ValueError(f"Services.collectd.{key} must not be negative")
-            if name == "settle" and number < MIN_SETTLE:
-                # The settle time is the only guard against a daemon that dies late.
-                raise ValueError(f"Services.collectd.{key} must be at least {MIN_SETTLE} s")
-            values[name] = number
-        return cls(**values)
+        return cls(**{name: value for name, value in given.items() if value is not None})
 
 
 @dataclass(frozen=True)
@@ -139,11 +130,9 @@ class ReplacerPaths:
         )
 
 
-def _option(options: Mapping[str, Any], name: str) -> Any:
-    for key, value in options.items():
-        if key.lower() == name.lower():
-            return value
-    return None
+def _settings(options: Mapping[str, Any]) -> CollectdServiceSettings:
+    """``Services.collectd`` options read as config.json's are (ConfigError when bad)."""
+    return CollectdServiceSettings.read(Section(options, path="Services.collectd"))
 
 
 def parse_cmdline(argv: Sequence[str]) -> dict[str, str]:
@@ -217,8 +206,13 @@ def discover(
     Raises :class:`ReplaceFailed` (0x200a) when the binary cannot be found or
     an option is malformed.
     """
+    try:
+        settings = _settings(options)
+        commands = Section(options, path="Services.collectd").section_or_empty("Commands")
+    except ConfigError as exc:
+        raise ReplaceFailed(ResultCode.REPLACE_PATH_NOT_FOUND, str(exc)) from None
     if collectd_pid is None:
-        pid_option = _option(options, "PIDPath")
+        pid_option = settings.pid_path
         if pid_option:
             collectd_pid = _pid_in(pid_option, proc)
         else:
@@ -227,9 +221,9 @@ def discover(
     argv = read_cmdline(collectd_pid, proc) if collectd_pid else []
     args = parse_cmdline(argv[1:])
 
-    config = _option(options, "ConfigPath") or args.get("-C") or DEFAULT_CONFIG
-    pid = _option(options, "PIDPath") or args.get("-P") or DEFAULT_PID
-    binary = _option(options, "CommandPath")
+    config = settings.config_path or args.get("-C") or DEFAULT_CONFIG
+    pid = settings.pid_path or args.get("-P") or DEFAULT_PID
+    binary = settings.command_path
     if not binary and collectd_pid:
         try:
             binary = os.readlink(f"{proc}/{collectd_pid}/exe")
@@ -238,11 +232,10 @@ def discover(
         if binary and binary.endswith(" (deleted)"):
             binary = None
     binary = binary or shutil.which("collectd") or DEFAULT_BINARY
-    report = _option(options, "ReplacerReportPath") or str(Path(pid).parent / REPORT_NAME)
+    report = settings.report_path or str(Path(pid).parent / REPORT_NAME)
 
-    commands = {key.lower(): value for key, value in (_option(options, "commands") or {}).items()}
-    start, stop = commands.get("start"), commands.get("stop")
-    mode = _option(options, "ServiceManager")
+    start, stop = commands.raw("start"), commands.raw("stop")
+    mode = settings.service_manager
     unit = None
     if collectd_pid and os.path.isdir(systemd_root):
         unit = systemd_unit_of(collectd_pid, proc)
@@ -268,7 +261,7 @@ def discover(
             pid=Path(pid),
             report=Path(report),
             mode=str(mode).lower(),
-            unit=_option(options, "Unit") or unit or "collectd.service",
+            unit=settings.unit or unit or "collectd.service",
             start_command=_command_line(start),
             stop_command=_command_line(stop),
             timing=timing,

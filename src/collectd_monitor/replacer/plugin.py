@@ -43,11 +43,11 @@ ACK_TIMEOUT = 5.0
 
 
 def service_options(config: MonitorConfig) -> dict[str, Any]:
-    """``Services.collectd`` as one mapping: its options plus its ``commands``."""
+    """``Services.collectd`` as one mapping: its settings plus its ``commands``."""
     service = config.services.get("collectd")
     if service is None:
         return {}
-    return {**service.options, "commands": dict(service.commands)}
+    return {**config.collectd.to_options(), "commands": dict(service.commands)}
 
 
 class ConfigReplacer:

@@ -24,15 +24,15 @@ the handlers of Python rule files.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectd_monitor.config import Service
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.rules.matching import Pattern, Selector
 from collectd_monitor.rules.model import Action, Severity
+from collectd_monitor.schema import Section, as_bool, as_float, as_str, integer, number
+from collectd_monitor.services import Service
 
 
 @dataclass(frozen=True)
@@ -89,239 +89,174 @@ class RuleSet:
 
 
 _SELECTOR_KEYS = {
-    "host": "host",
-    "plugin": "plugin",
-    "plugininstance": "plugin_instance",
-    "type": "type",
-    "typeinstance": "type_instance",
+    "Host": "host",
+    "Plugin": "plugin",
+    "PluginInstance": "plugin_instance",
+    "Type": "type",
+    "TypeInstance": "type_instance",
 }
-_GATE_KEYS = {"cooldown", "maxruns", "window", "resumeafter"}
-_VALUE_KEYS = {
-    "name",
-    "action",
-    "datasource",
-    "above",
-    "below",
-    "hits",
-    "hysteresis",
-    "missing",
-    "interval",
-    *_SELECTOR_KEYS,
-    *_GATE_KEYS,
-}
-_NOTIFICATION_KEYS = {
-    "name",
-    "action",
-    "severity",
-    "message",
-    "recover",
-    *_SELECTOR_KEYS,
-    *_GATE_KEYS,
-}
+_GATE_KEYS = ("Cooldown", "MaxRuns", "Window", "ResumeAfter")
+_COMMON_KEYS = ("Name", "Action", *_SELECTOR_KEYS, *_GATE_KEYS)
+_VALUE_KEYS = (
+    *_COMMON_KEYS,
+    "DataSource",
+    "Above",
+    "Below",
+    "Hits",
+    "Hysteresis",
+    "Missing",
+    "Interval",
+)
+_NOTIFICATION_KEYS = (*_COMMON_KEYS, "Severity", "Message", "Recover")
+
+_non_negative = number(minimum=0)
+_window = number(minimum=0.001)
+_count = integer(minimum=1)
 
 
-class _Invalid(Exception):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
+def _severities(value: Any) -> frozenset[int]:
+    items = value if isinstance(value, list) else [value]
+    severities = frozenset(int(Severity.parse(item)) for item in items)
+    if not severities:
+        raise ValueError("lists no severity")
+    return severities
 
 
-def _lower(obj: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or key.lower() not in allowed:
-            raise _Invalid(f"{where}.{key}", "unknown key")
-        out[key.lower()] = value
-    return out
+def _pattern(rule: Section, key: str) -> Pattern | None:
+    text = rule.get(key, as_str)
+    return Pattern(text) if text is not None else None
 
 
-def _number(value: Any, key: str, *, minimum: float | None = None, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Invalid(key, f"expected a number, got {value!r}")
-    if integer and float(value) != int(value):
-        raise _Invalid(key, f"expected a whole number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise _Invalid(key, f"must be at least {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(key, f"expected a string, got {value!r}")
-    return value
-
-
-def _gate(raw: Mapping[str, Any], where: str, base: GateSettings) -> GateSettings:
-    window = _number(raw["window"], f"{where}.Window", minimum=0.001) if "window" in raw else None
+def _gate(section: Section, base: GateSettings) -> GateSettings:
     return GateSettings(
-        cooldown=_number(raw["cooldown"], f"{where}.Cooldown", minimum=0)
-        if "cooldown" in raw
-        else base.cooldown,
-        max_runs=int(_number(raw["maxruns"], f"{where}.MaxRuns", minimum=1, integer=True))
-        if "maxruns" in raw
-        else base.max_runs,
-        window=window if window is not None else base.window,
-        resume_after=_number(raw["resumeafter"], f"{where}.ResumeAfter", minimum=0)
-        if "resumeafter" in raw
-        else base.resume_after,
+        cooldown=section.get("Cooldown", _non_negative, base.cooldown),
+        max_runs=section.get("MaxRuns", _count, base.max_runs),
+        window=section.get("Window", _window, base.window),
+        resume_after=section.get("ResumeAfter", _non_negative, base.resume_after),
     )
 
 
-def _selector(raw: Mapping[str, Any], where: str) -> Selector:
-    fields = {
-        attr: Pattern(_string(raw[key], f"{where}.{key}"))
-        for key, attr in _SELECTOR_KEYS.items()
-        if key in raw
-    }
-    return Selector(**fields)
+def _selector(rule: Section) -> Selector:
+    patterns = {attr: _pattern(rule, key) for key, attr in _SELECTOR_KEYS.items()}
+    return Selector(**{attr: pattern for attr, pattern in patterns.items() if pattern is not None})
 
 
-def _action(raw: Mapping[str, Any], where: str, services: Mapping[str, Service]) -> Action:
-    if "action" not in raw:
-        raise _Invalid(f"{where}.Action", 'missing: {"Service": ..., "Command": ...}')
-    body = raw["action"]
-    if not isinstance(body, Mapping):
-        raise _Invalid(f"{where}.Action", 'expected {"Service": ..., "Command": ...}')
-    fields = _lower(body, f"{where}.Action", {"service", "command"})
-    if "service" not in fields or "command" not in fields:
-        raise _Invalid(f"{where}.Action", "needs both Service and Command")
-    action = Action(
-        _string(fields["service"], f"{where}.Action.Service"),
-        _string(fields["command"], f"{where}.Action.Command"),
-    )
+def _action(rule: Section, services: Mapping[str, Service]) -> Action:
+    body = rule.section("Action")
+    if body is None:
+        raise rule.error('missing: {"Service": ..., "Command": ...}', "Action")
+    body.reject_unknown(("Service", "Command"))
+    if "Service" not in body or "Command" not in body:
+        raise body.error("needs both Service and Command")
+    action = Action(body.require("Service", as_str), body.require("Command", as_str))
     service = services.get(action.service)
     if service is None:
-        raise _Invalid(f"{where}.Action.Service", f"no service {action.service!r} in Services")
+        raise body.error(f"no service {action.service!r} in Services", "Service")
     if action.command not in service.commands:
-        raise _Invalid(
-            f"{where}.Action.Command",
-            f"service {action.service!r} has no command {action.command!r}",
-        )
+        raise body.error(f"service {action.service!r} has no command {action.command!r}", "Command")
     return action
 
 
-def _name(raw: Mapping[str, Any], where: str, seen: set[str]) -> str:
-    if "name" not in raw:
-        raise _Invalid(f"{where}.Name", "missing (every rule needs a unique name)")
-    name = _string(raw["name"], f"{where}.Name").strip()
+def _name(rule: Section, seen: set[str]) -> str:
+    name = rule.require("Name", as_str, "missing (every rule needs a unique name)").strip()
     if not name or "::" in name:
-        raise _Invalid(f"{where}.Name", "must be non-empty and must not contain '::'")
+        raise rule.error("must be non-empty and must not contain '::'", "Name")
     if name in seen:
-        raise _Invalid(f"{where}.Name", f"{name!r} is used by another rule")
+        raise rule.error(f"{name!r} is used by another rule", "Name")
     return name
 
 
 def parse_value_rule(
-    body: Any, where: str, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
+    rule: Section, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
 ) -> ValueRule:
-    if not isinstance(body, Mapping):
-        raise _Invalid(where, "expected an object")
-    raw = _lower(body, where, _VALUE_KEYS)
-    name = _name(raw, where, seen)
-    above = _number(raw["above"], f"{where}.Above") if "above" in raw else None
-    below = _number(raw["below"], f"{where}.Below") if "below" in raw else None
-    missing = raw.get("missing")
-    if missing is not None:
-        missing = int(_number(missing, f"{where}.Missing", minimum=1, integer=True))
+    rule.reject_unknown(_VALUE_KEYS)
+    name = _name(rule, seen)
+    above = rule.get("Above", as_float)
+    below = rule.get("Below", as_float)
+    missing = rule.get("Missing", _count)
     if above is None and below is None and missing is None:
-        raise _Invalid(where, "needs Above, Below or Missing")
+        raise rule.error("needs Above, Below or Missing")
     if above is not None and below is not None and below >= above:
-        raise _Invalid(f"{where}.Below", "must be less than Above (a fault is outside them)")
-    source = raw.get("datasource")
-    rule = ValueRule(
+        raise rule.error("must be less than Above (a fault is outside them)", "Below")
+    parsed = ValueRule(
         name=name,
-        selector=_selector(raw, where),
-        action=_action(raw, where, services),
-        gate=_gate(raw, where, defaults),
-        data_source=Pattern(_string(source, f"{where}.DataSource")) if source is not None else None,
+        selector=_selector(rule),
+        action=_action(rule, services),
+        gate=_gate(rule, defaults),
+        data_source=_pattern(rule, "DataSource"),
         above=above,
         below=below,
-        hits=int(_number(raw.get("hits", 1), f"{where}.Hits", minimum=1, integer=True)),
-        hysteresis=_number(raw.get("hysteresis", 0), f"{where}.Hysteresis", minimum=0),
+        hits=rule.get("Hits", _count, 1),
+        hysteresis=rule.get("Hysteresis", _non_negative, 0.0),
         missing=missing,
-        interval=_number(raw.get("interval", 10), f"{where}.Interval", minimum=0.001),
+        interval=rule.get("Interval", _window, 10.0),
     )
     seen.add(name)
-    return rule
+    return parsed
 
 
 def parse_notification_rule(
-    body: Any, where: str, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
+    rule: Section, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
 ) -> NotificationRule:
-    if not isinstance(body, Mapping):
-        raise _Invalid(where, "expected an object")
-    raw = _lower(body, where, _NOTIFICATION_KEYS)
-    name = _name(raw, where, seen)
-    severity = raw.get("severity", ["failure"])
-    items = severity if isinstance(severity, list) else [severity]
-    try:
-        severities = frozenset(int(Severity.parse(item)) for item in items)
-    except ValueError as exc:
-        raise _Invalid(f"{where}.Severity", str(exc)) from None
-    if not severities:
-        raise _Invalid(f"{where}.Severity", "lists no severity")
-    message = raw.get("message")
-    recover = raw.get("recover", True)
-    if not isinstance(recover, bool):
-        raise _Invalid(f"{where}.Recover", "expected true or false")
-    rule = NotificationRule(
+    rule.reject_unknown(_NOTIFICATION_KEYS)
+    name = _name(rule, seen)
+    parsed = NotificationRule(
         name=name,
-        selector=_selector(raw, where),
-        action=_action(raw, where, services),
-        gate=_gate(raw, where, defaults),
-        severities=severities,
-        message=Pattern(_string(message, f"{where}.Message")) if message is not None else None,
-        recover_on_okay=recover,
+        selector=_selector(rule),
+        action=_action(rule, services),
+        gate=_gate(rule, defaults),
+        severities=rule.get("Severity", _severities, frozenset({int(Severity.FAILURE)})),
+        message=_pattern(rule, "Message"),
+        recover_on_okay=rule.get("Recover", as_bool, True),
     )
     seen.add(name)
-    return rule
+    return parsed
+
+
+RuleParser = Callable[
+    [Section, Mapping[str, Service], GateSettings, set[str]], ValueRule | NotificationRule
+]
 
 
 def parse_rules(
-    value: Any, services: Mapping[str, Service], *, source: str | None = None
+    value: Section | Mapping[str, Any] | None,
+    services: Mapping[str, Service],
+    *,
+    source: str | None = None,
 ) -> RuleSet:
     """Parse the ``Rules`` key. Bad rules land in ``errors``; the rest are kept."""
     if value is None:
         return RuleSet()
-    errors: list[ConfigError] = []
-
-    def fail(exc: _Invalid) -> None:
-        errors.append(ConfigError(str(exc), path=source, key=exc.key))
-
-    if not isinstance(value, Mapping):
-        fail(_Invalid("Rules", 'expected an object {"Defaults", "Values", "Notifications"}'))
-        return RuleSet(errors=tuple(errors))
     try:
-        top = _lower(value, "Rules", {"defaults", "values", "notifications"})
-        defaults_raw = top.get("defaults", {})
-        if not isinstance(defaults_raw, Mapping):
-            raise _Invalid("Rules.Defaults", "expected an object")
-        defaults = _gate(
-            _lower(defaults_raw, "Rules.Defaults", _GATE_KEYS), "Rules.Defaults", GateSettings()
-        )
-    except _Invalid as exc:
-        fail(exc)
-        return RuleSet(errors=tuple(errors))
+        top = Section.of(value, source=source, path="Rules")
+        top.reject_unknown(("Defaults", "Values", "Notifications"))
+        defaults_section = top.section_or_empty("Defaults")
+        defaults_section.reject_unknown(_GATE_KEYS)
+        defaults = _gate(defaults_section, GateSettings())
+    except ConfigError as exc:
+        return RuleSet(errors=(exc,))
+    errors: list[ConfigError] = []
     seen: set[str] = set()
-    parsed: dict[str, list[Any]] = {"values": [], "notifications": []}
-    parsers: dict[str, Callable[..., Any]] = {
-        "values": parse_value_rule,
-        "notifications": parse_notification_rule,
+    parsed: dict[str, list[Any]] = {"Values": [], "Notifications": []}
+    parsers: dict[str, RuleParser] = {
+        "Values": parse_value_rule,
+        "Notifications": parse_notification_rule,
     }
     for key, parser in parsers.items():
-        items = top.get(key, [])
-        label = "Rules." + key.capitalize()
-        if not isinstance(items, Sequence) or isinstance(items, str):
-            fail(_Invalid(label, "expected a list of rules"))
+        try:
+            items = top.elements(key)
+        except ConfigError as exc:
+            errors.append(exc)
             continue
-        for i, body in enumerate(items):
+        for path, body in items:
             try:
-                parsed[key].append(parser(body, f"{label}[{i}]", services, defaults, seen))
-            except _Invalid as exc:
-                fail(exc)
+                rule = Section.of(body, source=top.source, path=path)
+                parsed[key].append(parser(rule, services, defaults, seen))
+            except ConfigError as exc:
+                errors.append(exc)
     return RuleSet(
-        values=tuple(parsed["values"]),
-        notifications=tuple(parsed["notifications"]),
+        values=tuple(parsed["Values"]),
+        notifications=tuple(parsed["Notifications"]),
         defaults=defaults,
         errors=tuple(errors),
     )

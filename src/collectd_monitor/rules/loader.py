@@ -25,7 +25,7 @@ log = logging.getLogger(NAME)
 
 def load_rules(config: MonitorConfig) -> tuple[RuleSet, RuleFiles, list[str]]:
     """The declarative rules and rule files of ``config``, and one line per problem."""
-    rules = parse_rules(config.raw.get("Rules"), config.services, source=config.source)
+    rules = parse_rules(config.rules, config.services, source=config.source)
     files = load_rule_files(config.local_monitor_config_dir)
     errors = [f"{error}; rule left out" for error in rules.errors] + list(files.errors)
     return rules, files, errors
