@@ -1,7 +1,9 @@
 """Signed and fresh messages: who may make a host act, and when.
 
-Signature (optional; required once a host names verification keys). A signed
-message carries one more field::
+Signature (optional for commands; required once a host names verification
+keys). A config push is root on the host, so on a host that has any key it
+must be signed even when ``RequireSignature`` is false. A signed message
+carries one more field::
 
     "signature": {"alg": "ed25519" | "hmac-sha256", "key_id": "<name>", "value": "<base64>"}
 
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.commands.protocol import Request, utc_now
+from collectd_monitor.commands.protocol import ConfigRequest, Request, utc_now
 from collectd_monitor.errors import ConfigError, ProtocolError
 
 ED25519 = "ed25519"
@@ -150,6 +152,10 @@ class SecuritySettings:
     def secrets(self) -> tuple[str, ...]:
         return tuple(key.decode(errors="replace") for key in self.hmac_keys.values())
 
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.ed25519_keys or self.hmac_keys)
+
 
 def _read_key_material(value: Any, base: Path, where: str, source: str | None) -> str:
     """Inline text, or ``{"File": path}`` (relative to config.json's directory)."""
@@ -261,7 +267,11 @@ def check_permissions(path: str | None, has_secrets: bool) -> str | None:
 
 
 class SignatureCheck:
-    """Refuses unsigned (when required) and badly signed messages."""
+    """Refuses unsigned (when required) and badly signed messages.
+
+    Config pushes need a signature on any host with a key, whatever
+    ``RequireSignature`` says: accepting one is equivalent to root on the host.
+    """
 
     def __init__(self, settings: SecuritySettings, topic: str) -> None:
         self.settings = settings
@@ -273,6 +283,13 @@ class SignatureCheck:
         if signature is None:
             if self.settings.require_signature:
                 raise ProtocolError(ResultCode.SIGNATURE_MISSING, "message is not signed", task_id)
+            if isinstance(request, ConfigRequest) and self.settings.has_keys:
+                raise ProtocolError(
+                    ResultCode.SIGNATURE_MISSING,
+                    "config push is not signed; this host has signing keys and accepts "
+                    "only signed config pushes",
+                    task_id,
+                )
             return
         if not isinstance(signature, Mapping) or not all(
             isinstance(signature.get(k), str) for k in ("alg", "key_id", "value")

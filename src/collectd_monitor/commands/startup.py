@@ -22,7 +22,7 @@ def start_remote(
         log.info("offline mode (config validation run): config loaded, not connecting")
         return None
     agent = RemoteAgent(config, executor=shared_executor(config))
-    if config.raw.get("AllowConfigReplace", True):
+    if config.raw.get("AllowConfigReplace", False):
         from collectd_monitor.replacer.plugin import install
 
         install(agent)
