@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ReconnectInterval": 0.2,
                 "ReconnectMaxInterval": 1,
                 "StateDir": str(work / "state"),
+                "AllowConfigReplace": True,
                 "Services": {"collectd": {"SettleTime": args.settle, "ConnectTimeout": 10}},
             }
         )

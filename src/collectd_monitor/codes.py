@@ -56,6 +56,10 @@ class ResultCode(enum.IntEnum):
     REPLACE_NO_NEW_PID = 0x2009
     REPLACE_PATH_NOT_FOUND = 0x200A
 
+    # -- ours: config replacement ----------------------------------------------------
+    REPLACE_PID_FILE_MISMATCH = 0x200B
+    """collectd runs on this config but the pid file (or service manager) does not name it."""
+
     # -- ours: authentication and freshness ---------------------------------------
     SIGNATURE_MISSING = 0x1201
     SIGNATURE_INVALID = 0x1202

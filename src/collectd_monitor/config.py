@@ -102,7 +102,7 @@ class MonitorConfig:
     state_dir: str | None = DEFAULT_STATE_DIR
     collectd: CollectdServiceSettings = field(default_factory=CollectdServiceSettings)
     """``Services.collectd``: the config replacer's paths and timings."""
-    allow_config_replace: bool = True
+    allow_config_replace: bool = False
     security: SecuritySettings = field(default_factory=SecuritySettings)
     rules: Section | None = field(default=None, repr=False)
     """The ``Rules`` object, read by the local monitoring's rule parser."""
@@ -332,7 +332,7 @@ def build_config(
         max_queued_commands=top.get("MaxQueuedCommands", as_positive_int, 64),
         duplicate_memory=top.get("DuplicateMemory", as_positive_int, 10_000),
         state_dir=top.get("StateDir", as_str, DEFAULT_STATE_DIR) or None,
-        allow_config_replace=top.get("AllowConfigReplace", as_bool, True),
+        allow_config_replace=top.get("AllowConfigReplace", as_bool, False),
         security=parse_security(top.section("Security"), source=source),
         rules=top.section("Rules"),
     )

@@ -71,6 +71,10 @@ class SecuritySettings:
     def secrets(self) -> tuple[str, ...]:
         return tuple(key.decode(errors="replace") for key in self.hmac_keys.values())
 
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.ed25519_keys or self.hmac_keys)
+
 
 def _read_key_material(keys: Section, key_id: str, value: Any, base: Path) -> str:
     """Inline text, or ``{"File": path}`` (relative to config.json's directory)."""

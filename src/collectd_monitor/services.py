@@ -18,6 +18,7 @@ from collectd_monitor.schema import (
     as_positive_float,
     as_str,
     choice,
+    integer,
     number,
 )
 
@@ -80,6 +81,7 @@ class CollectdServiceSettings:
     stop_timeout: float | None = None
     start_timeout: float | None = None
     validate_timeout: float | None = None
+    max_config_bytes: int | None = None
 
     @classmethod
     def read(cls, section: Section) -> CollectdServiceSettings:
@@ -110,6 +112,7 @@ COLLECTD_KEYS: dict[str, tuple[str, Converter[Any]]] = {
     "StopTimeout": ("stop_timeout", _seconds),
     "StartTimeout": ("start_timeout", _seconds),
     "ValidateTimeout": ("validate_timeout", _seconds),
+    "MaxConfigBytes": ("max_config_bytes", integer(minimum=1)),
 }
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import format_timestamp
-from collectd_monitor.replacer.paths import REPORT_NAME
+from collectd_monitor.replacer.paths import REPORT_NAME, lock_path_for
 from collectd_monitor.replacer.validate import validate
 from collectd_monitor.testing.sandbox import Broker, process_alive, wait_for
 
@@ -54,9 +54,14 @@ def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
             os.kill(pid, 9)
 
 
+ALLOW = {"AllowConfigReplace": True}
+
+
 def start(monitor: Any, *, services: dict[str, Any] | None = None, **kwargs: Any) -> Monitor:
     collectd_service = {**TIMING, **(services or {})}
-    return monitor(services={**HELLO_SERVICES, "collectd": collectd_service}, daemon=True, **kwargs)
+    return monitor(
+        ALLOW, services={**HELLO_SERVICES, "collectd": collectd_service}, daemon=True, **kwargs
+    )
 
 
 def new_config(m: Monitor, **changes: Any) -> str:
@@ -190,7 +195,7 @@ def test_a_config_without_the_remote_plugin_is_refused(monitor, peer):
 
 
 def test_a_foreground_collectd_without_pid_file_cannot_be_replaced(monitor, peer):
-    m = monitor(services={**HELLO_SERVICES, "collectd": TIMING})  # collectd -f: no pid file
+    m = monitor(ALLOW, services={**HELLO_SERVICES, "collectd": TIMING})  # -f: no pid file
     p = peer(m)
     task_id = push(p, m, new_config(m, interval=7.0))
     result = p.result_for(m.result_topic, task_id, timeout=RESULT_WAIT)
@@ -323,7 +328,7 @@ def test_the_result_waits_for_the_broker_to_come_back(monitor, tmp_path):
         )
         try:
             # The helper holds the lock from validation to its report: take the broker down then.
-            lock = m.collectd.directory / f"{REPORT_NAME}.lock"
+            lock = lock_path_for(m.collectd.conf_path)
             wait_for(
                 lambda: lock.exists() and b"task_id" in lock.read_bytes(),
                 30,

@@ -146,7 +146,8 @@ def test_module_block_numbers_arrive_as_floats_and_are_typed(tmp_path):
     config = load_config(block)
     assert (config.broker.qos, config.broker.keepalive, config.broker.protocol) == (1, 30, "5")
     assert config.allow_config_replace is False
-    assert load_config({}).allow_config_replace is True
+    assert load_config({}).allow_config_replace is False  # pushes are off unless enabled
+    assert load_config({"AllowConfigReplace": 1.0}).allow_config_replace is True
 
 
 def test_a_bad_monitor_config_path_in_the_block_is_a_config_error():

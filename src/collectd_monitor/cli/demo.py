@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
                     "CommandResultTopic": "collectd-monitor/demo/result",
                     "ClientId": "collectd-monitor-demo",
                     "StateDir": str(workdir / "state"),
+                    # The default, spelled out: a config push is root on the host.
+                    "AllowConfigReplace": False,
                     "Services": EXAMPLE_SERVICES,
                 },
                 indent=2,

@@ -7,11 +7,12 @@ The helper survives this command being interrupted; its outcome is printed
 as a result JSON on stdout.
 
 Exit status: 0 success; 10 + (code - 0x2000) for the replacement codes
-0x2000-0x200a (10 = another replacement runs, 11 cannot write, 12 config
+0x2000-0x200b (10 = another replacement runs, 11 cannot write, 12 config
 broken, 13 cannot stop, 14 pid file kept, 15 cannot back up, 16 cannot swap,
 17 rolled back and recovered, 18 recovery failed, 19 no new pid, 20 a path
-not found); 2 usage error; 3 no outcome within --timeout (the helper still
-runs; see its log beside the report file).
+not found, 21 collectd runs but the pid file does not name it); 2 usage
+error; 3 no outcome within --timeout (the helper still runs; see its log
+beside the report file). Relative paths are taken from the working directory.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def exit_status(code: int) -> int:
     """Map a result code to an exit status (the codes themselves exceed 255)."""
     if code == 0:
         return 0
-    if ResultCode.REPLACE_IN_PROGRESS <= code <= ResultCode.REPLACE_PATH_NOT_FOUND:
+    if ResultCode.REPLACE_IN_PROGRESS <= code <= ResultCode.REPLACE_PID_FILE_MISMATCH:
         return EXIT_REPLACE_BASE + code - ResultCode.REPLACE_IN_PROGRESS
     return 1
 
@@ -100,17 +101,35 @@ def _options(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
         config = load_config(path=path)
         options = service_options(config)
         broker = config.broker.address
+    for key, flag, path in (
+        ("ConfigPath", "--config-path", args.config_path),
+        ("PIDPath", "--pid-path", args.pid_path),
+        ("CommandPath", "--collectd", args.collectd),
+        ("ReplacerReportPath", "--report-path", args.report_path),
+    ):
+        if path is not None:
+            options[key] = _absolute(path, flag)
     for key, value in (
-        ("ConfigPath", args.config_path),
-        ("PIDPath", args.pid_path),
-        ("CommandPath", args.collectd),
-        ("ReplacerReportPath", args.report_path),
         ("SettleTime", args.settle_time),
         ("ConnectTimeout", args.connect_timeout),
     ):
         if value is not None:
             options[key] = value
     return options, broker
+
+
+def _absolute(path: str, flag: str) -> str:
+    """A relative path means the caller's working directory: say so, use the absolute one.
+
+    (collectd changes into its BaseDir before writing its pid file: a relative
+    ``-P`` handed to it would name another file.) A ``--collectd`` without a
+    slash is looked up on PATH instead.
+    """
+    if os.path.isabs(path) or (flag == "--collectd" and os.sep not in path):
+        return path
+    resolved = os.path.abspath(path)
+    say(f"relative {flag} {path} resolved against the working directory {os.getcwd()}: {resolved}")
+    return resolved
 
 
 def say(text: str) -> None:

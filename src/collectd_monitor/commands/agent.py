@@ -38,6 +38,10 @@ from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
 
 log = logging.getLogger(__name__)
 
+REPLACER_SERVICE = "collectd"
+REPLACER_COMMANDS = ("start", "stop")
+"""``Services.collectd`` commands.start/stop are the config replacer's; never run by request."""
+
 ConfigHandler = Callable[[ConfigRequest, Callable[[Result], None]], None]
 """Takes a config push and a function to publish its result with."""
 
@@ -237,13 +241,25 @@ class RemoteAgent:
         if self.config_handler is None:
             raise ProtocolError(
                 ResultCode.NOT_IMPLEMENTED,
-                "config replacement is not enabled on this host",
+                "config replacement is not enabled on this host "
+                '(it needs "AllowConfigReplace": true in its config.json)',
                 request.task_id,
             )
         log.info("task %s: config push received (%d bytes)", request.task_id, len(request.config))
         self.config_handler(request, lambda result: self.publish(result, reply))
 
     def _handle_command(self, request: CommandRequest, reply: ReplyTo | None = None) -> None:
+        if (
+            request.service == REPLACER_SERVICE
+            and request.command.lower() in REPLACER_COMMANDS
+            and REPLACER_SERVICE in self.config.services
+        ):
+            raise ProtocolError(
+                ResultCode.UNKNOWN_COMMAND,
+                f"{request.service}/{request.command} is reserved for the config replacer "
+                "and cannot be called as a command (nothing would bring collectd back)",
+                request.task_id,
+            )
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
 

@@ -1,7 +1,9 @@
 """Signed and fresh messages: who may make a host act, and when.
 
-Signature (optional; required once a host names verification keys). A signed
-message carries one more field::
+Signature (optional for commands; required once a host names verification
+keys). A config push is root on the host, so on a host that has any key it
+must be signed even when ``RequireSignature`` is false. A signed message
+carries one more field::
 
     "signature": {"alg": "ed25519" | "hmac-sha256", "key_id": "<name>", "value": "<base64>"}
 
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.commands.protocol import Request, utc_now
+from collectd_monitor.commands.protocol import ConfigRequest, Request, utc_now
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.security_config import SecuritySettings, ed25519_module
 
@@ -116,7 +118,11 @@ class Signer:
 
 
 class SignatureCheck:
-    """Refuses unsigned (when required) and badly signed messages."""
+    """Refuses unsigned (when required) and badly signed messages.
+
+    Config pushes need a signature on any host with a key, whatever
+    ``RequireSignature`` says: accepting one is equivalent to root on the host.
+    """
 
     def __init__(self, settings: SecuritySettings, topic: str) -> None:
         self.settings = settings
@@ -128,6 +134,13 @@ class SignatureCheck:
         if signature is None:
             if self.settings.require_signature:
                 raise ProtocolError(ResultCode.SIGNATURE_MISSING, "message is not signed", task_id)
+            if isinstance(request, ConfigRequest) and self.settings.has_keys:
+                raise ProtocolError(
+                    ResultCode.SIGNATURE_MISSING,
+                    "config push is not signed; this host has signing keys and accepts "
+                    "only signed config pushes",
+                    task_id,
+                )
             return
         if not isinstance(signature, Mapping) or not all(
             isinstance(signature.get(k), str) for k in ("alg", "key_id", "value")

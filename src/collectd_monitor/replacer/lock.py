@@ -1,4 +1,4 @@
-"""The replacement lock: one transaction per host at a time, crash-safe.
+"""The replacement lock: one transaction per live config file at a time, crash-safe.
 
 An ``flock`` on a lock file: the kernel releases it when its holder dies, so a
 crash never leaves a stale lock. The holder stamps the file with its pid and
@@ -47,7 +47,9 @@ class ReplaceLock:
         briefly held by someone else.
         """
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.makedirs(self.path.parent, mode=0o700, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             raise ReplaceFailed(
                 ResultCode.REPLACE_PATH_NOT_FOUND, f"cannot open the lock file {self.path}: {exc}"

@@ -6,10 +6,20 @@ Paths come from ``Services.collectd`` in config.json (``ConfigPath``,
 collectd's command line (``/proc/PID/cmdline``: its ``-C`` and ``-P``
 arguments, ``/proc/PID/exe`` for the binary), then from Debian's defaults.
 ``proc`` is a parameter so tests can point discovery at a fixture tree.
+
+Every path is made absolute here, against the caller's working directory,
+before anything uses it: collectd changes into its ``BaseDir`` before it
+writes its pid file, so a relative ``-P`` would land somewhere else.
+
+The replacement lock belongs to the live config file (its real path), not to
+the report path: whoever replaces one collectd.conf, with whatever other
+paths, takes the same lock.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -20,9 +30,14 @@ from typing import Any
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer.errors import ReplaceFailed
+from collectd_monitor.replacer.static import DEFAULT_MAX_CONFIG_BYTES
 from collectd_monitor.schema import Section
 from collectd_monitor.services import SERVICE_MANAGERS, CollectdServiceSettings
 
+log = logging.getLogger("collectd_monitor.replacer")
+
+LOCK_DIR = "/run/lock/collectd-monitor"
+"""Where replacement locks live: one per live config file, whatever the other paths."""
 DEFAULT_CONFIG = "/etc/collectd/collectd.conf"
 DEFAULT_PID = "/var/run/collectd.pid"
 DEFAULT_BINARY = "/usr/sbin/collectd"
@@ -70,10 +85,18 @@ class ReplacerPaths:
     start_command: str | None = None
     stop_command: str | None = None
     timing: Timing = field(default_factory=Timing)
+    max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+    """(MaxConfigBytes) the largest config accepted."""
+    lock_dir: str = LOCK_DIR
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        for name in ("config", "pid", "report"):
+            if not getattr(self, name).is_absolute():
+                raise ValueError(f"the {name} path {getattr(self, name)} is not absolute")
+        if self.max_config_bytes <= 0:
+            raise ValueError("MaxConfigBytes must be positive")
 
     @property
     def new(self) -> Path:
@@ -91,7 +114,8 @@ class ReplacerPaths:
 
     @property
     def lock(self) -> Path:
-        return self.report.with_name(self.report.name + ".lock")
+        """The lock of the live config file: the same for every path that leads to it."""
+        return lock_path_for(self.config, self.lock_dir)
 
     @property
     def plugin_status(self) -> Path:
@@ -113,6 +137,8 @@ class ReplacerPaths:
             "start_command": self.start_command,
             "stop_command": self.stop_command,
             "timing": self.timing.__dict__,
+            "max_config_bytes": self.max_config_bytes,
+            "lock_dir": self.lock_dir,
         }
 
     @classmethod
@@ -127,12 +153,33 @@ class ReplacerPaths:
             start_command=data.get("start_command"),
             stop_command=data.get("stop_command"),
             timing=Timing(**data.get("timing", {})),
+            max_config_bytes=int(data.get("max_config_bytes", DEFAULT_MAX_CONFIG_BYTES)),
+            lock_dir=str(data.get("lock_dir", LOCK_DIR)),
         )
 
 
 def _settings(options: Mapping[str, Any]) -> CollectdServiceSettings:
     """``Services.collectd`` options read as config.json's are (ConfigError when bad)."""
     return CollectdServiceSettings.read(Section(options, path="Services.collectd"))
+
+
+def lock_path_for(config: os.PathLike[str] | str, lock_dir: str = LOCK_DIR) -> Path:
+    """``LOCK_DIR/NAME-HASH.lock``, HASH of the config's real path (symlinks resolved)."""
+    real = os.path.realpath(config)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return Path(lock_dir) / f"{os.path.basename(real)}-{digest}.lock"
+
+
+def absolute(path: str, what: str, cwd: str | None = None) -> str:
+    """``path`` made absolute against ``cwd`` (the caller's working directory); logged."""
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    base = cwd or os.getcwd()
+    resolved = os.path.normpath(os.path.join(base, path))
+    log.info(
+        "relative %s %s resolved against the working directory %s: %s", what, path, base, resolved
+    )
+    return resolved
 
 
 def parse_cmdline(argv: Sequence[str]) -> dict[str, str]:
@@ -198,8 +245,11 @@ def discover(
     collectd_pid: int | None = None,
     proc: str = "/proc",
     systemd_root: str = "/run/systemd/system",
+    cwd: str | None = None,
 ) -> ReplacerPaths:
     """Build the paths from ``Services.collectd`` options and the running collectd.
+
+    Relative paths are resolved against ``cwd`` (default: the working directory).
 
     ``collectd_pid`` is the running daemon (inside collectd: ``os.getpid()``);
     without it the only collectd process found under ``proc`` is used, if any.
@@ -214,15 +264,25 @@ def discover(
     if collectd_pid is None:
         pid_option = settings.pid_path
         if pid_option:
-            collectd_pid = _pid_in(pid_option, proc)
+            collectd_pid = _pid_in(absolute(str(pid_option), "PIDPath", cwd), proc)
         else:
             running = find_collectd_pids(proc)
             collectd_pid = running[0] if len(running) == 1 else None
     argv = read_cmdline(collectd_pid, proc) if collectd_pid else []
     args = parse_cmdline(argv[1:])
 
-    config = settings.config_path or args.get("-C") or DEFAULT_CONFIG
-    pid = settings.pid_path or args.get("-P") or DEFAULT_PID
+    if settings.config_path:
+        config = absolute(settings.config_path, "ConfigPath", cwd)
+    elif args.get("-C"):
+        config = _daemon_path(args["-C"], collectd_pid, proc)
+    else:
+        config = DEFAULT_CONFIG
+    if settings.pid_path:
+        pid = absolute(settings.pid_path, "PIDPath", cwd)
+    elif args.get("-P"):
+        pid = _daemon_path(args["-P"], collectd_pid, proc)
+    else:
+        pid = DEFAULT_PID
     binary = settings.command_path
     if not binary and collectd_pid:
         try:
@@ -232,7 +292,12 @@ def discover(
         if binary and binary.endswith(" (deleted)"):
             binary = None
     binary = binary or shutil.which("collectd") or DEFAULT_BINARY
-    report = settings.report_path or str(Path(pid).parent / REPORT_NAME)
+    if os.sep in str(binary):
+        binary = absolute(str(binary), "CommandPath", cwd)
+    if settings.report_path:
+        report = absolute(settings.report_path, "ReplacerReportPath", cwd)
+    else:
+        report = str(Path(pid).parent / REPORT_NAME)
 
     start, stop = commands.raw("start"), commands.raw("stop")
     mode = settings.service_manager
@@ -265,6 +330,7 @@ def discover(
             start_command=_command_line(start),
             stop_command=_command_line(stop),
             timing=timing,
+            max_config_bytes=settings.max_config_bytes or DEFAULT_MAX_CONFIG_BYTES,
         )
     except (TypeError, ValueError) as exc:
         raise ReplaceFailed(
@@ -302,3 +368,73 @@ def check_paths(paths: ReplacerPaths) -> None:
         missing.append(f"report directory {paths.report.parent}")
     if missing:
         raise ReplaceFailed(ResultCode.REPLACE_PATH_NOT_FOUND, "not found: " + ", ".join(missing))
+
+
+# --------------------------------------------------------------------------- running daemons
+
+
+def _daemon_path(path: str, pid: int | None, proc: str) -> str:
+    """A path from a daemon's command line, made absolute against the daemon's directory.
+
+    A daemonized collectd has moved into its ``BaseDir``, so for a relative
+    argument this is a best guess; the daemons this package starts get
+    absolute paths.
+    """
+    if os.path.isabs(path) or pid is None:
+        return os.path.normpath(path) if os.path.isabs(path) else path
+    try:
+        base = os.readlink(f"{proc}/{pid}/cwd")
+    except OSError:
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
+def _alive(pid: int, proc: str) -> bool:
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def daemons_using(config: os.PathLike[str] | str, proc: str = "/proc") -> list[int]:
+    """Running collectd processes whose config is ``config``: their ``-C``, else the default.
+
+    Test runs (``-t``/``-T``) and zombies do not count; paths are compared
+    with symlinks resolved.
+    """
+    target = os.path.realpath(config)
+    found = []
+    for pid in find_collectd_pids(proc):
+        argv = read_cmdline(pid, proc)[1:]
+        if "-t" in argv or "-T" in argv or not _alive(pid, proc):
+            continue
+        used = _daemon_path(parse_cmdline(argv).get("-C", DEFAULT_CONFIG), pid, proc)
+        if os.path.realpath(used) == target:
+            found.append(pid)
+    return found
+
+
+def check_single_daemon(paths: ReplacerPaths, recorded: int | None, proc: str = "/proc") -> None:
+    """0x200b unless every collectd running on this config is the one ``recorded`` names.
+
+    ``recorded`` is the pid the service manager knows (pid file or MainPID).
+    Stopping that one while another daemon runs on the same config, or
+    starting a second one beside an unknown daemon, would leave two.
+    """
+    running = daemons_using(paths.config, proc)
+    strays = [pid for pid in running if pid != recorded]
+    if not strays:
+        return
+    where = f"systemd unit {paths.unit}" if paths.mode == "systemd" else f"the pid file {paths.pid}"
+    named = f"names pid {recorded}" if recorded is not None else "names no running collectd"
+    listing = ", ".join(f"pid {pid}" for pid in strays)
+    foreground = [pid for pid in strays if "-f" in read_cmdline(pid, proc)[1:]]
+    hint = " (it runs in the foreground with -f, which writes no pid file)" if foreground else ""
+    raise ReplaceFailed(
+        ResultCode.REPLACE_PID_FILE_MISMATCH,
+        f"collectd runs with {paths.config} ({listing}){hint} but {where} {named}; "
+        "nothing was changed: replacing now would leave two collectd daemons. "
+        "Give the pid file that collectd really uses (PIDPath / --pid-path)",
+    )

@@ -3,8 +3,11 @@
 Two halves, because collectd's own process cannot restart collectd:
 
 ``prepare`` (in the plugin, or the CLI)
-    lock (0x2000) -> write ``CONFIG.new`` mode 0600 (0x2001) -> ``collectd -T``
-    with our plugins offline (0x2002). Nothing live has been touched yet.
+    static checks of the text, which run nothing of it (0x2002) -> lock the
+    live config (0x2000) -> every collectd running on this config is the one
+    the pid file names (0x200b) -> write ``CONFIG.new`` mode 0600 (0x2001) ->
+    ``collectd -T`` with our plugins offline (0x2002). ``-T`` runs plugin init
+    and a read cycle, so it comes last. Nothing live has been touched yet.
 
 ``apply`` (in the detached helper)
     stop collectd (0x2003) and wait until it is really gone: process exited
@@ -39,9 +42,10 @@ from collectd_monitor.replacer.manager import (
     manager_for,
     process_alive,
 )
-from collectd_monitor.replacer.paths import ReplacerPaths, check_paths
+from collectd_monitor.replacer.paths import ReplacerPaths, check_paths, check_single_daemon
 from collectd_monitor.replacer.report import read_plugin_status
-from collectd_monitor.replacer.validate import Runner, run_process, validate
+from collectd_monitor.replacer.static import static_check
+from collectd_monitor.replacer.validate import Runner, collectd_check, run_process
 
 log = logging.getLogger("collectd_monitor.replacer")
 
@@ -92,8 +96,10 @@ class Transaction:
         clock: Clock | None = None,
         alive: Callable[[int], bool] = process_alive,
         probe: Callable[[str], bool] = tcp_probe,
+        proc: str = "/proc",
     ) -> None:
         self.paths = paths
+        self.proc = proc
         self.runner = runner
         self.manager = manager or manager_for(paths, runner)
         self.clock = clock or Clock()
@@ -105,18 +111,22 @@ class Transaction:
 
     def prepare(self, task_id: int, text: str, *, require_remote: bool = False) -> Prepared:
         check_paths(self.paths)
+        # Nothing of the text runs before these pass (collectd -T would run it).
+        checked = static_check(
+            text, require_remote=require_remote, max_bytes=self.paths.max_config_bytes
+        )
         lock = ReplaceLock(self.paths.lock, now=self.clock.wall)
         lock.acquire(task_id)
         try:
+            check_single_daemon(self.paths, self.manager.pid(), self.proc)
             self._write_new(text)
             try:
-                checked = validate(
+                collectd_check(
                     self.paths.binary,
                     str(self.paths.new),
                     text,
                     timeout=self.timing.validate,
                     runner=self.runner,
-                    require_remote=require_remote,
                 )
             except ReplaceFailed:
                 with contextlib.suppress(OSError):
@@ -125,7 +135,7 @@ class Transaction:
         except BaseException:
             lock.release()
             raise
-        log.info("task %s: new config validated with collectd -T", task_id)
+        log.info("task %s: new config passed the static checks and collectd -T", task_id)
         return Prepared(task_id, checked.loads_remote, lock)
 
     def _write_new(self, text: str) -> None:

@@ -1,13 +1,18 @@
 """Validation of a new collectd.conf before anything live is touched.
 
-``collectd -t`` checks nothing in collectd 5.12 (DESIGN.md §6); ``collectd -T``
-parses, loads every plugin, runs their init and one read, and exits 1 on a
-syntax error, an unknown plugin or a Python import/config error. It runs with
-``COLLECTD_MONITOR_OFFLINE=1`` so that our own plugins load and check their
-config but never connect: a validation run must not publish or take over the
-live daemon's MQTT session. A Python *init* error does not fail ``-T``, so the
-remote plugin's own config (the ``<Module>`` block and its config.json) is
-checked here as well.
+Two stages, in this order:
+
+1. :func:`~collectd_monitor.replacer.static.static_check`: everything that can be
+   judged from the text without running any of it (size, syntax, the remote
+   plugin's set-up and its config.json).
+2. :func:`collectd_check`: ``collectd -T``. ``collectd -t`` checks nothing in
+   collectd 5.12; ``-T`` parses, loads every plugin, **runs their init and one
+   read cycle**, and exits 1 on a syntax error, an unknown plugin or a Python
+   import/config error. Because it executes the config, only a config that
+   passed stage 1 (and, for a push, the trust checks) reaches it. It runs with
+   ``COLLECTD_MONITOR_OFFLINE=1`` so that our own plugins load and check their
+   config but never connect: a validation run must not publish or take over
+   the live daemon's MQTT session.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.config import load_config
-from collectd_monitor.errors import ConfigError
 from collectd_monitor.plugin_support import OFFLINE_ENV
+from collectd_monitor.replacer.confsyntax import ConfSyntaxError, Node, parse
 from collectd_monitor.replacer.errors import ReplaceFailed
+from collectd_monitor.replacer.static import (
+    DEFAULT_MAX_CONFIG_BYTES,
+    REMOTE_MODULE,
+    StaticCheck,
+    imports,
+    leaf_options,
+    module_block,
+    static_check,
+)
 
-REMOTE_MODULE = "collectd_monitor.remote"
 MAX_ERROR_LINES = 30
 
 _NOISE = re.compile(
@@ -85,90 +97,27 @@ def error_lines(output: str, *, only_errors: bool = False) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the <Module> block
-
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+# --------------------------------------------------------------------------- reading the text
 
 
-def _value(quoted: str | None, bare: str | None) -> Any:
-    if quoted is not None:
-        return re.sub(r"\\(.)", r"\1", quoted)
-    assert bare is not None
-    if bare.lower() in ("true", "false"):
-        return bare.lower() == "true"
+def _tree(text: str) -> Node | None:
     try:
-        return float(bare)  # collectd hands numbers to Python as floats
-    except ValueError:
-        return bare
-
-
-def _tokens(line: str) -> list[Any]:
-    return [_value(m.group(1), m.group(2)) for m in _TOKEN.finditer(line)]
-
-
-def _strip_comment(line: str) -> str:
-    out, quoted, escaped = [], False, False
-    for char in line:
-        if char == "#" and not quoted:
-            break
-        out.append(char)
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-    return "".join(out).strip()
+        return parse(text)
+    except ConfSyntaxError:
+        return None
 
 
 def loads_module(text: str, module: str = REMOTE_MODULE) -> bool:
     """Whether the config imports ``module`` in its python plugin."""
-    for raw in text.splitlines():
-        tokens = _tokens(_strip_comment(raw))
-        if len(tokens) >= 2 and str(tokens[0]).lower() == "import" and tokens[1] == module:
-            return True
-    return False
-
-
-def blocks(text: str, kind: str, name: str) -> list[dict[str, Any]]:
-    """The flat ``Key value`` options of every ``<kind "name">`` block.
-
-    A small reader for the only shapes the replacer needs to look into (the
-    remote plugin's ``<Module>`` block, ``<Plugin logfile>``); nested blocks
-    inside them are skipped.
-    """
-    found: list[dict[str, Any]] = []
-    options: dict[str, Any] | None = None
-    depth = 0
-    opening = re.compile(rf'<\s*{kind}\s+"?([^">]+)"?\s*>', re.IGNORECASE)
-    closing = re.compile(rf"</\s*{kind}\s*>", re.IGNORECASE)
-    for raw in text.splitlines():
-        line = _strip_comment(raw)
-        if options is None:
-            match = opening.match(line)
-            if match and match.group(1).strip() == name:
-                options, depth = {}, 0
-            continue
-        if depth == 0 and closing.match(line):
-            found.append(options)
-            options = None
-        elif line.startswith("</"):
-            depth -= 1
-        elif line.startswith("<"):
-            depth += 1
-        elif depth == 0 and len(tokens := _tokens(line)) >= 2:
-            options[str(tokens[0])] = tokens[1] if len(tokens) == 2 else tokens[1:]
-    return found
-
-
-def plugin_blocks(text: str, plugin: str) -> list[dict[str, Any]]:
-    return blocks(text, "Plugin", plugin)
+    root = _tree(text)
+    return root is not None and imports(root, module)
 
 
 def module_options(text: str, module: str = REMOTE_MODULE) -> dict[str, Any] | None:
     """The ``<Module "module">`` block's options (``None`` without such a block)."""
-    found = blocks(text, "Module", module)
-    return found[0] if found else None
+    root = _tree(text)
+    block = module_block(root, module) if root is not None else None
+    return leaf_options(block) if block is not None else None
 
 
 class LogTail:
@@ -197,9 +146,12 @@ class LogTail:
 
 def logfile_paths(text: str) -> list[str]:
     """The ``File`` of every ``<Plugin logfile>`` block (not stdout/stderr)."""
+    root = _tree(text)
     files = []
-    for options in plugin_blocks(text, "logfile"):
-        value = options.get("File")
+    for block in root.find("Plugin") if root is not None else []:
+        if not (block.block and str(block.first).lower() == "logfile"):
+            continue
+        value = leaf_options(block).get("File")
         if isinstance(value, str) and value.lower() not in ("stdout", "stderr"):
             files.append(value)
     return files
@@ -208,22 +160,14 @@ def logfile_paths(text: str) -> list[str]:
 # --------------------------------------------------------------------------- the check
 
 
-@dataclass(frozen=True)
-class Validation:
-    loads_remote: bool
-    """The new config loads our remote plugin (so its restart can be checked on the broker)."""
+def collectd_check(
+    binary: str, path: str, text: str, *, timeout: float = 60.0, runner: Runner = run_process
+) -> None:
+    """``collectd -T`` on ``path``: raise 0x2002 with collectd's own error lines.
 
-
-def validate(
-    binary: str,
-    path: str,
-    text: str,
-    *,
-    timeout: float = 60.0,
-    runner: Runner = run_process,
-    require_remote: bool = False,
-) -> Validation:
-    """Raise 0x2002 with collectd's own error lines if the config at ``path`` is broken."""
+    This *runs* the config (plugin init and one read cycle): call it only for a
+    config that passed :func:`static_check` and, for a push, the trust checks.
+    """
     logs = [LogTail(Path(log)) for log in logfile_paths(text)]
     done = runner([binary, "-T", "-C", path], offline_env(), timeout)
     if done.returncode != 0:
@@ -234,21 +178,19 @@ def validate(
             ResultCode.REPLACE_CONFIG_BROKEN,
             f"collectd -T rejected the new config (exit {done.returncode}):\n{details}",
         )
-    loads_remote = loads_module(text)
-    if loads_remote:
-        options = module_options(text) or {}
-        try:
-            load_config(options)
-        except ConfigError as exc:
-            raise ReplaceFailed(
-                ResultCode.REPLACE_CONFIG_BROKEN,
-                f"{REMOTE_MODULE} would stay idle with the new config: {exc}",
-            ) from None
-    elif require_remote:
-        raise ReplaceFailed(
-            ResultCode.REPLACE_CONFIG_BROKEN,
-            f"the new config does not load {REMOTE_MODULE}: this host would no longer take "
-            "remote commands or config pushes (apply such a config with replace-config "
-            "on the host)",
-        )
-    return Validation(loads_remote=loads_remote)
+
+
+def validate(
+    binary: str,
+    path: str,
+    text: str,
+    *,
+    timeout: float = 60.0,
+    runner: Runner = run_process,
+    require_remote: bool = False,
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+) -> StaticCheck:
+    """Static checks first, then ``collectd -T``; raise 0x2002 if the config is broken."""
+    checked = static_check(text, require_remote=require_remote, max_bytes=max_bytes)
+    collectd_check(binary, path, text, timeout=timeout, runner=runner)
+    return checked
