@@ -1,4 +1,4 @@
-"""Writing files that other processes (or a later run) read back.
+"""Files that other processes (or a later run) read back, and who may read them.
 
 One helper for every file this package replaces whole: the outbox entries,
 the seen-tasks store, the replacer's outcome, a pushed collectd.conf. The new
@@ -6,15 +6,19 @@ content goes to a temporary file in the same directory (so the rename is
 atomic), gets its mode before the rename (so it is never visible with looser
 permissions), is fsync'd when ``durable`` (content that must survive a power
 loss), and the temporary file is removed again when anything fails.
+
+:func:`check_permissions` warns about a config file holding secrets that
+others may read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_permissions"]
 
 
 def atomic_write(
@@ -62,3 +66,19 @@ def _sync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_permissions(path: str | None, has_secrets: bool) -> str | None:
+    """A warning when a config file holding secrets is readable by group or others."""
+    if not path or not has_secrets:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return (
+            f"{path} holds a password or key but is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+    return None

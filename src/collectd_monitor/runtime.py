@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from collectd_monitor import logsetup
-from collectd_monitor.commands.security import check_permissions
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import CommandExecutor
+from collectd_monitor.fsutil import check_permissions
 
 _executor: CommandExecutor | None = None
 _executor_lock = threading.Lock()

@@ -12,13 +12,13 @@ from collectd_monitor.commands.security import (
     SecuritySettings,
     SignatureCheck,
     Signer,
-    check_permissions,
     generate_keypair,
     load_public_key,
     parse_security,
     signing_input,
 )
 from collectd_monitor.errors import ConfigError, ProtocolError
+from collectd_monitor.fsutil import check_permissions
 
 TOPIC = "collectd-monitor/web1/command"
 MESSAGE = {"task_id": 7, "timestamp": "2026-11-23T10:00:00Z", "service": "nginx", "command": "é"}

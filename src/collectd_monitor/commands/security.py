@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,22 +238,6 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         max_clock_skew=numbers["maxclockskew"],
         strict_permissions=strict,
     )
-
-
-def check_permissions(path: str | None, has_secrets: bool) -> str | None:
-    """A warning when a config file holding secrets is readable by group or others."""
-    if not path or not has_secrets:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (
-            f"{path} holds a password or key but is accessible by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-        )
-    return None
 
 
 # --------------------------------------------------------------------------- checks
