@@ -224,7 +224,6 @@ def run_command(
 class Job:
     spec: CommandSpec
     on_done: Callable[[Outcome], None]
-    label: str = ""
 
 
 Runner = Callable[..., Outcome]

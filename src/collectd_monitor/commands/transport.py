@@ -191,9 +191,6 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def flush(self, timeout: float) -> bool:
         """Wait until every publish so far is acknowledged (QoS > 0) or ``timeout``."""
         end = time.monotonic() + timeout
