@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
+from collectd_monitor.plugin_support import SAFE_PATH
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _child_env(spec: CommandSpec) -> dict[str, str] | None:
         else {name: os.environ[name] for name in spec.env_allow if name in os.environ}
     )
     env = dict(base)
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("PATH", SAFE_PATH)
     env.update(spec.env)
     return env
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -176,6 +177,26 @@ def test_the_table_sees_function_level_imports() -> None:
     """The checker itself: an import hidden in a function still counts."""
     assert f"{PACKAGE}.confblock" in _imports(f"{PACKAGE}.replacer.helper")
     assert "paho" in _imports(f"{PACKAGE}.confblock")
+
+
+README = ROOT.parent.parent / "README.md"
+
+
+def test_docstrings_point_to_readme_sections_that_exist() -> None:
+    """Documents a module names exist; ``(README, "Section")`` names a real section."""
+    headings = {
+        line.lstrip("#").strip() for line in README.read_text().splitlines() if line.startswith("#")
+    }
+    wrong = []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        for document in re.findall(r"\b[\w-]+\.md\b", text):
+            if not (README.parent / document).is_file():
+                wrong.append(f"{name}: names {document}, which this repository does not have")
+        for section in re.findall(r'README, "([^"]+)"', text):
+            if section not in headings:
+                wrong.append(f"{name}: README has no section {section!r}")
+    assert wrong == []
 
 
 LOCAL_PROBE = textwrap.dedent(

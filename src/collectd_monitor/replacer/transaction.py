@@ -30,14 +30,10 @@ from dataclasses import dataclass, field
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
+from collectd_monitor.plugin_support import process_alive
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
-from collectd_monitor.replacer.manager import (
-    ManagerError,
-    ServiceManager,
-    manager_for,
-    process_alive,
-)
+from collectd_monitor.replacer.manager import ManagerError, ServiceManager, manager_for
 from collectd_monitor.replacer.paths import ReplacerPaths, check_paths
 from collectd_monitor.replacer.report import read_plugin_status, write_atomic
 from collectd_monitor.replacer.validate import Runner, run_process, validate

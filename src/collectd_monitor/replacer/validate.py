@@ -1,7 +1,7 @@
 """Validation of a new collectd.conf before anything live is touched.
 
-``collectd -t`` checks nothing in collectd 5.12 (DESIGN.md §6); ``collectd -T``
-parses, loads every plugin, runs their init and one read, and exits 1 on a
+``collectd -t`` checks nothing in collectd 5.12 (it exits 0 even on a syntax
+error); ``collectd -T`` parses, loads every plugin, runs their init and one read, and exits 1 on a
 syntax error, an unknown plugin or a Python import/config error. It runs with
 ``COLLECTD_MONITOR_OFFLINE=1`` so that our own plugins load and check their
 config but never connect: a validation run must not publish or take over the

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.confblock import python_block
+from collectd_monitor.plugin_support import process_alive as process_alive  # tests use it
 
 LOOPBACK = "127.0.0.1"
 COLLECTD = shutil.which("collectd") or "/usr/sbin/collectd"
@@ -385,13 +386,3 @@ class Collectd(_Process):
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
         return time.monotonic() - started
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as exited."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
