@@ -3,7 +3,8 @@
 Every module of the package is parsed with ``ast`` (imports inside functions
 count too) and sorted into a layer; the table below says which layers each
 layer may import. A new top-level module must be given a layer here, so a
-change of the floor plan is always a visible change of this file.
+change of the floor plan is always a visible change of this file, and the
+table in ARCHITECTURE.md must say the same.
 """
 
 from __future__ import annotations
@@ -180,6 +181,19 @@ def test_the_table_sees_function_level_imports() -> None:
 
 
 README = ROOT.parent.parent / "README.md"
+
+
+def test_architecture_md_shows_this_table() -> None:
+    text = (README.parent / "ARCHITECTURE.md").read_text()
+    section = text.split("## Who may import what", 1)[1].split("\n\n")[1]
+    documented: dict[str, set[str]] = {}
+    for row in section.splitlines()[2:]:
+        layer, allowed = (cell.strip().strip("`") for cell in row.strip("|").split("|"))
+        names = re.sub(r"\([^)]*\)", "", allowed).replace("`", "").split(",")
+        documented["main" if layer == "__main__" else layer] = {
+            f"{PACKAGE}.{name.strip()}" if "." in name else name.strip() for name in names
+        }
+    assert documented == ALLOWED
 
 
 def test_docstrings_point_to_readme_sections_that_exist() -> None:
