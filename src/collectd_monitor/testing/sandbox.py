@@ -197,6 +197,7 @@ class Broker(_Process):
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 1000",
             "",
@@ -257,6 +258,19 @@ class Broker(_Process):
     @property
     def host(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    def wait_subscribed(self, client_id: str, topic: str, timeout: float = 10.0) -> None:
+        """Wait until this broker has taken ``client_id``'s subscription to ``topic``.
+
+        A client logs "connected" before its SUBSCRIBE reaches the broker; a
+        message published in between finds no subscriber and is dropped.
+        """
+        line = re.compile(rf"^\S+ {re.escape(client_id)} \d+ {re.escape(topic)}$", re.MULTILINE)
+        wait_for(
+            lambda: line.search(self.log_path.read_text(errors="replace")),
+            timeout,
+            what=f"the subscription of {client_id} to {topic}",
+        )
 
 
 @dataclass
