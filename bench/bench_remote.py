@@ -75,11 +75,14 @@ def plugin_round_trips(broker: Broker, count: int) -> list[float]:
     arrived = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-peer")
     client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
+    subscribed = threading.Event()
     client.on_message = lambda _c, _u, _m: arrived.set()
+    client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", broker.port)
     client.subscribe(RESULT_TOPIC, 2)
     client.loop_start()
-    time.sleep(0.3)
+    if not subscribed.wait(10):
+        raise RuntimeError("no SUBACK for the result topic")
     samples = []
     for task_id in range(1, count + 1):
         arrived.clear()

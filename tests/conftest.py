@@ -137,6 +137,8 @@ class MonitorFactory:
         )
         self.started.append(collectd)
         collectd.start(daemon=daemon, wait_log="connected to" if wait_connected else None)
+        if wait_connected:  # "connected to" is logged before the broker has the subscription
+            broker.wait_subscribed(config["ClientId"], config["CommandTopic"])
         return Monitor(
             collectd, config_path, config["CommandTopic"], config["CommandResultTopic"], broker
         )

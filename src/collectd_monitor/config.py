@@ -55,6 +55,8 @@ LOG_DEVICES = ("collectd", "stdout", "syslog")
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 DEFAULT_STATE_DIR = "/var/lib/collectd-monitor"
+DEFAULT_CONFIG_PATH = "/etc/collectd/monitor/config.json"
+"""Where the CLI looks for config.json when it is not named."""
 MQTT_VERSIONS = ("auto", "5", "3.1.1")
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from collectd_monitor.cmdline import direct_argv
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
+from collectd_monitor.plugin_support import SAFE_PATH
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _child_env(spec: CommandSpec, account: pwd.struct_passwd | None) -> dict[str
         else {name: os.environ[name] for name in spec.env_allow if name in os.environ}
     )
     env = dict(base)
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("PATH", SAFE_PATH)
     if account is not None:  # a login's variables, never root's
         env.update(
             HOME=account.pw_dir,
@@ -281,7 +282,6 @@ def run_command(
 class Job:
     spec: CommandSpec
     on_done: Callable[[Outcome], None]
-    label: str = ""
 
 
 Runner = Callable[..., Outcome]

@@ -1,4 +1,4 @@
-"""Writing files that other processes (or a later run) read back.
+"""Files that other processes (or a later run) read back, and who may read them.
 
 One helper for every file this package replaces whole: the outbox entries,
 the seen-tasks store, the replacer's outcome, a pushed collectd.conf. The new
@@ -6,6 +6,9 @@ content goes to a temporary file in the same directory (so the rename is
 atomic), gets its mode before the rename (so it is never visible with looser
 permissions), is fsync'd when ``durable`` (content that must survive a power
 loss), and the temporary file is removed again when anything fails.
+
+:func:`check_permissions` warns about a config file holding secrets that
+others may read.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Helpers shared by the collectd-facing modules, without importing collectd.
+"""Helpers for code that runs in (or beside) collectd, without importing collectd.
 
 The plugin modules pass collectd's objects in; everything here only touches
-their attributes, so tests can hand in look-alikes.
+their attributes, so tests can hand in look-alikes. The process helpers
+(:data:`SAFE_PATH`, :func:`process_alive`) serve the executor, the config
+replacer and the test harness alike.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ OFFLINE_ENV = "COLLECTD_MONITOR_OFFLINE"
 """Set (to 1) by the config replacer for its ``collectd -T`` validation run:
 our plugins then load and check their config but never connect, publish or run
 anything."""
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""``PATH`` for a child when the environment has none (collectd under systemd may not)."""
 
 
 def block_options(conf: Any) -> dict[str, Any]:
@@ -39,3 +44,13 @@ def restore_sigchld() -> None:
 
 def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as exited (collectd may linger as one)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

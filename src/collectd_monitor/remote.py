@@ -14,7 +14,8 @@ Load it in collectd.conf (``collectd-monitor collectd-conf`` prints the block)::
     </Plugin>
 
 This file is the only place that touches ``collectd`` for the remote side: it
-reads the ``<Module>`` block, and wires init and shutdown to the core.
+reads the ``<Module>`` block, wires init and shutdown to the core and plugs
+the config replacer (:mod:`collectd_monitor.replacer`) into the agent.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import collectd
 from collectd_monitor import logsetup
 from collectd_monitor.commands.startup import start_remote
 from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
+from collectd_monitor.replacer.plugin import install as install_replacer
 
 NAME = "collectd_monitor.remote"
 
@@ -47,7 +49,9 @@ def _init() -> None:
     if not _configured:
         collectd.error(f'{NAME}: no <Module "{NAME}"> block with MonitorConfigPath; plugin idle')
         return
-    _agent = start_remote(_options, collectd=collectd, offline=offline())
+    _agent = start_remote(
+        _options, collectd=collectd, offline=offline(), config_replacer=install_replacer
+    )
 
 
 def _shutdown() -> None:

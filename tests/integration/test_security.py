@@ -219,12 +219,14 @@ def persistent_peer(broker: Broker, topic: str) -> tuple[mqtt.Client, list[dict[
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"keeper-{uuid.uuid4().hex[:6]}", clean_session=False
     )
+    subscribed = threading.Event()
     client.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
     client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(topic, 2)
+    client.on_subscribe = lambda *_: subscribed.set()
     client.reconnect_delay_set(1, 1)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    wait_for(client.is_connected, 5, what="keeper connection")
+    assert subscribed.wait(5), "no SUBACK for the keeper's subscription"
     return client, got
 
 
@@ -468,12 +470,17 @@ def test_example_acl_confines_each_host_to_its_own_topics(monitor, tmp_path):
         watcher.on_message = lambda _c, _u, msg: watcher_got.append(msg.payload)
         watcher.connect("127.0.0.1", port)
         watcher.loop_start()
+        acked: set[tuple[str, int]] = set()
+        spy.on_subscribe = lambda _c, _u, mid, _rc, _p: acked.add(("spy", mid))
+        watcher.on_subscribe = lambda _c, _u, mid, _rc, _p: acked.add(("watcher", mid))
         try:
-            spy.subscribe("collectd-monitor/web2/command", 1)
-            watcher.subscribe("collectd-monitor/web2/result", 1)
-            watcher.subscribe("collectd-monitor/web1/result", 1)
             wait_for(lambda: spy.is_connected() and watcher.is_connected(), 5, what="clients")
-            time.sleep(0.3)  # let both SUBSCRIBEs reach the broker
+            asked = {
+                ("spy", spy.subscribe("collectd-monitor/web2/command", 1)[1]),
+                ("watcher", watcher.subscribe("collectd-monitor/web2/result", 1)[1]),
+                ("watcher", watcher.subscribe("collectd-monitor/web1/result", 1)[1]),
+            }
+            wait_for(lambda: asked <= acked, 5, what="SUBACKs")
             watcher.publish("collectd-monitor/web2/command", b"for web2 only", qos=1)
             spy.publish("collectd-monitor/web2/result", b"forged", qos=1)
             spy.publish("collectd-monitor/web1/result", b"own result", qos=1)

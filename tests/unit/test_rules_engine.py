@@ -80,7 +80,7 @@ def test_busy_executor_reports_a_failure():
     def busy(spec, done):
         raise Busy("64 commands already waiting")
 
-    h.engine.runner = busy
+    h.engine.dispatcher.runner = busy
     h.value(10)
     (note,) = h.emitted
     assert note.severity == 1 and json.loads(note.message)["code"] == 0x100A

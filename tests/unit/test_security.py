@@ -101,10 +101,15 @@ def test_freshness_with_an_injected_clock():
 
 
 def test_parse_security(tmp_path, ed_keys):
-    pub = tmp_path / "ops.pub"
+    signer, _public = ed_keys
     source = str(tmp_path / "config.json")
     settings = parse_security({"Ed25519Keys": {"ops": {"File": "ops.pub"}}}, source=source)
     assert settings.require_signature and "ops" in settings.ed25519_keys
+    # the key file, found relative to config.json, is the very key that signs
+    check(settings, signer.sign(TOPIC, MESSAGE))
+    other, _ = generate_keypair(tmp_path / "other")
+    forged = Signer.from_file(str(other), "ops").sign(TOPIC, MESSAGE)
+    assert refusal(settings, forged) == ResultCode.SIGNATURE_INVALID
     assert not parse_security(None, source=None).require_signature
     lax = parse_security({"HmacKeys": {"c": "x" * 16}, "RequireSignature": False}, source=source)
     assert not lax.require_signature and lax.secrets == ("x" * 16,)
@@ -120,7 +125,6 @@ def test_parse_security(tmp_path, ed_keys):
         with pytest.raises(ConfigError) as info:
             parse_security(value, source=source)
         assert info.value.key == key
-    assert pub.exists()
 
 
 def test_permission_check(tmp_path):

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from collectd_monitor.confblock import module_paths, python_block
+from collectd_monitor.config import DEFAULT_CONFIG_PATH
 
-DEFAULT_CONFIG = "/etc/collectd/monitor/config.json"
 DEFAULT_LOCAL_DIR = "/etc/collectd/monitor/local/"
 
 
@@ -19,9 +19,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--config",
-        default=DEFAULT_CONFIG,
+        default=DEFAULT_CONFIG_PATH,
         metavar="PATH",
-        help=f"MonitorConfigPath (default {DEFAULT_CONFIG})",
+        help=f"MonitorConfigPath (default {DEFAULT_CONFIG_PATH})",
     )
     parser.add_argument(
         "--local", action="store_true", help="also load the local monitoring plugin"

@@ -30,7 +30,7 @@ from collectd_monitor.cli.status import EXIT_TIMEOUT, EXIT_USAGE
 from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.sender import new_task_id
-from collectd_monitor.config import load_config
+from collectd_monitor.config import DEFAULT_CONFIG_PATH, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer import helper
 from collectd_monitor.replacer.errors import ReplaceFailed
@@ -39,7 +39,6 @@ from collectd_monitor.replacer.plugin import service_options
 from collectd_monitor.replacer.report import read_report
 from collectd_monitor.replacer.transaction import Transaction
 
-DEFAULT_MONITOR_CONFIG = "/etc/collectd/monitor/config.json"
 EXIT_REPLACE_BASE = 10
 
 
@@ -63,7 +62,7 @@ def register(subparsers: Any) -> None:
         "--monitor-config",
         metavar="FILE",
         help="config.json whose Services.collectd gives the paths "
-        f"(default {DEFAULT_MONITOR_CONFIG} if it exists)",
+        f"(default {DEFAULT_CONFIG_PATH} if it exists)",
     )
     parser.add_argument("--config-path", metavar="PATH", help="the live collectd.conf")
     parser.add_argument("--pid-path", metavar="PATH", help="collectd's pid file")
@@ -93,8 +92,8 @@ def register(subparsers: Any) -> None:
 
 def _options(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     path = args.monitor_config
-    if path is None and os.path.isfile(DEFAULT_MONITOR_CONFIG):
-        path = DEFAULT_MONITOR_CONFIG
+    if path is None and os.path.isfile(DEFAULT_CONFIG_PATH):
+        path = DEFAULT_CONFIG_PATH
     options: dict[str, Any] = {}
     broker = None
     if path:

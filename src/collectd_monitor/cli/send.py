@@ -20,7 +20,13 @@ from collectd_monitor.codes import describe
 from collectd_monitor.commands.protocol import encode_command, encode_config
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.sender import ResultTimeout, Sender, new_task_id
-from collectd_monitor.config import BrokerSettings, default_topics, load_config, parse_host
+from collectd_monitor.config import (
+    DEFAULT_TLS_PORT,
+    BrokerSettings,
+    default_topics,
+    load_config,
+    parse_host,
+)
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
 
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
@@ -131,7 +137,7 @@ def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str,
         except ValueError as exc:
             raise ConfigError(str(exc), key="--host") from None
     elif secure and not settings.secure:
-        changes["port"] = 8883
+        changes["port"] = DEFAULT_TLS_PORT
     password = args.password or os.environ.get(PASSWORD_ENV)
     if args.mqtt_version:
         changes["protocol"] = args.mqtt_version

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from collectd_monitor.config import MonitorConfig, load_config
+from collectd_monitor.config import DEFAULT_CONFIG_PATH, MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import Outcome
 from collectd_monitor.rules.engine import Engine
@@ -26,7 +26,6 @@ from collectd_monitor.rules.loader import load_rules
 from collectd_monitor.rules.model import Metric, Notice, Outgoing
 from collectd_monitor.rules.series import SeriesError, parse_series, read_types_db
 
-DEFAULT_CONFIG = "/etc/collectd/monitor/config.json"
 DEFAULT_TYPES_DB = "/usr/share/collectd/types.db"
 
 
@@ -42,9 +41,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("series", help="the series file ('-' for standard input)")
     parser.add_argument(
         "--config",
-        default=DEFAULT_CONFIG,
+        default=DEFAULT_CONFIG_PATH,
         metavar="PATH",
-        help=f"config.json with Services and Rules (default {DEFAULT_CONFIG})",
+        help=f"config.json with Services and Rules (default {DEFAULT_CONFIG_PATH})",
     )
     parser.add_argument(
         "--rules-dir",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from collectd_monitor.commands.agent import RemoteAgent
@@ -11,10 +11,23 @@ from collectd_monitor.runtime import executors, load_for_plugin
 
 log = logging.getLogger("collectd_monitor.remote")
 
+Extension = Callable[[RemoteAgent], object]
+"""Adds a feature to an agent before it starts (the replacer's ``install``)."""
+
 
 def start_remote(
-    options: Mapping[str, Any], *, collectd: Any = None, offline: bool = False
+    options: Mapping[str, Any],
+    *,
+    collectd: Any = None,
+    offline: bool = False,
+    config_replacer: Extension | None = None,
 ) -> RemoteAgent | None:
+    """Load the config and start the agent; None when the plugin stays idle.
+
+    ``config_replacer`` is installed unless config.json sets
+    ``AllowConfigReplace`` to false. It is passed in by the plugin module, so
+    that this package does not depend on :mod:`collectd_monitor.replacer`.
+    """
     config = load_for_plugin("collectd_monitor.remote", options, collectd=collectd)
     if config is None:
         return None
@@ -24,9 +37,7 @@ def start_remote(
     lease = executors.acquire(config)
     agent = RemoteAgent(config, executor=lease.executor)
     agent.add_stop_hook(lease.release)
-    if config.allow_config_replace:
-        from collectd_monitor.replacer.plugin import install
-
-        install(agent)
+    if config_replacer is not None and config.allow_config_replace:
+        config_replacer(agent)
     agent.start()
     return agent

@@ -196,9 +196,6 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def flush(self, timeout: float) -> bool:
         """Wait until every message published so far is delivered or dropped, or ``timeout``."""
         return self._acks.wait_all(timeout)

@@ -28,10 +28,9 @@ from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
-from collectd_monitor.plugin_support import OFFLINE_ENV
+from collectd_monitor.plugin_support import OFFLINE_ENV, SAFE_PATH
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
-from collectd_monitor.replacer.manager import SAFE_PATH
 from collectd_monitor.replacer.paths import ReplacerPaths
 from collectd_monitor.replacer.report import write_report
 from collectd_monitor.replacer.transaction import Transaction

@@ -35,10 +35,6 @@ class ReplaceLock:
         self.now = now
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self, task_id: int, *, claim_handoff: bool = False, wait: float = 0.0) -> None:
         """Take the lock for ``task_id`` or raise 0x2000 (0x200a if the file cannot be made).
 

@@ -16,25 +16,13 @@ import signal
 from collections.abc import Mapping
 from typing import Protocol
 
-from collectd_monitor.plugin_support import OFFLINE_ENV
+from collectd_monitor.plugin_support import OFFLINE_ENV, SAFE_PATH
 from collectd_monitor.replacer.paths import ReplacerPaths
 from collectd_monitor.replacer.validate import ProcessResult, Runner, run_process
-
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ManagerError(Exception):
     pass
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as exited (collectd may linger as one)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def read_pid_file(path: os.PathLike[str] | str) -> int | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.fsutil import atomic_write
 
@@ -45,7 +46,11 @@ def read_report(path: Path) -> PendingReport | None:
     try:
         result = Result.decode(raw)
     except (ValueError, TypeError):
-        result = Result(task_id=0, code=0x2008, message=f"unreadable replacement report {path}")
+        result = Result(
+            task_id=0,
+            code=ResultCode.REPLACE_RECOVERY_FAILED,
+            message=f"unreadable replacement report {path}",
+        )
     return PendingReport(result, inode)
 
 

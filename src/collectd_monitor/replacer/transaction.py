@@ -34,14 +34,10 @@ from dataclasses import dataclass, field
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.fsutil import atomic_write
+from collectd_monitor.plugin_support import process_alive
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
-from collectd_monitor.replacer.manager import (
-    ManagerError,
-    ServiceManager,
-    manager_for,
-    process_alive,
-)
+from collectd_monitor.replacer.manager import ManagerError, ServiceManager, manager_for
 from collectd_monitor.replacer.paths import ReplacerPaths, check_paths, check_single_daemon
 from collectd_monitor.replacer.report import read_plugin_status
 from collectd_monitor.replacer.static import static_check

@@ -3,8 +3,9 @@
 ``model`` (what rules see), ``matching`` and ``index`` (finding rules for a
 value), ``declarative`` (config.json's ``Rules``), ``pyfiles`` (rule files),
 ``condition`` (hits, hysteresis, missing data), ``gate`` (cooldown, circuit
-breaker), ``notify`` (the result notifications), ``engine`` (all of it
-together) and ``loader`` (start-up from a config). Nothing here imports
+breaker), ``dispatch`` (running a rule's command), ``notify`` (the result
+notifications), ``engine`` (all of it together) and ``loader`` (start-up
+from a config). Nothing here imports
 collectd: ``collectd_monitor.local`` is the glue.
 """
 

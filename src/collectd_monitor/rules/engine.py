@@ -2,9 +2,9 @@
 
 The collectd glue hands it metrics (with the rules the index found for them)
 and notifications, and calls :meth:`Engine.tick` now and then for missing data
-and for breakers to close. The engine never runs a command itself: it hands
-runs to ``runner`` (the executor's worker threads in collectd, a dry run in
-``test-rules``) and dispatches results through ``emit``. Its clock is a
+and for breakers to close. The engine decides when a rule acts; the acting
+(command lookup, ``runner``, the result notification) is the
+:class:`~collectd_monitor.rules.dispatch.Dispatcher`'s. Its clock is a
 parameter, so every state machine can be driven without sleeping.
 
 Python handlers are called without the lock held, so a slow handler holds up
@@ -23,13 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectd_monitor.codes import ResultCode
-from collectd_monitor.config import CommandSpec, MonitorConfig, lookup_command
-from collectd_monitor.errors import ProtocolError
-from collectd_monitor.executor import Busy, Outcome
+from collectd_monitor.config import MonitorConfig
 from collectd_monitor.rules import notify
 from collectd_monitor.rules.condition import SeriesState, is_missing, judged_value, step
-from collectd_monitor.rules.declarative import GateSettings, NotificationRule, RuleSet, ValueRule
+from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
+from collectd_monitor.rules.dispatch import Dispatcher, Emit, Observer, Refused, Run, Runner
 from collectd_monitor.rules.gate import Gate, Verdict
 from collectd_monitor.rules.index import MetricIndex
 from collectd_monitor.rules.model import Action, Metric, Notice, Outgoing, Severity
@@ -42,12 +40,6 @@ from collectd_monitor.rules.pyfiles import (
 )
 
 log = logging.getLogger("collectd_monitor.local")
-
-Runner = Callable[[CommandSpec, Callable[[Outcome], None]], None]
-"""Starts a command off the caller's thread; raises :class:`Busy` when it cannot."""
-Emit = Callable[[Outgoing], None]
-Observer = Callable[[float, str, str, str], None]
-"""(time, event, rule name, text): what ``test-rules`` prints."""
 
 ERROR_LOG_EVERY = 60.0
 """A handler that raises on every value logs once a minute, not 20 000 times a second."""
@@ -73,15 +65,9 @@ class _Entry:
     action: Action | None = None
     series: dict[tuple[str, ...], SeriesState] = field(default_factory=dict)
     open_faults: set[tuple[str, ...]] = field(default_factory=set)
-    last_value: float | None = None
 
 
-@dataclass
-class _Run:
-    entry: _Entry
-    spec: CommandSpec
-    task_id: int
-    reason: str
+_Run = tuple[_Entry, Run]
 
 
 class Engine:
@@ -100,11 +86,9 @@ class Engine:
         self.config = config
         self.rules = rules
         self.files = files
-        self.runner = runner
         self.emit = emit
         self.clock = clock
         self.observe = observe
-        self.new_task_id = new_task_id
         self.index = MetricIndex(rules.values)
         source = os.path.basename(config.source) if config.source else "config.json"
         self._entries: dict[int, _Entry] = {}
@@ -117,7 +101,9 @@ class Engine:
             self._entries[id(rule)] = _Entry(name, Gate(rule.gate), rule.action)
         for handler in (*files.metric, *files.notification):
             self._entries[id(handler)] = _Entry(handler.name, Gate(rules.defaults))
-        self._busy: set[tuple[str, str]] = set()
+        self.dispatcher = Dispatcher(
+            config, runner, emit=self._emit, clock=clock, new_task_id=new_task_id, observe=observe
+        )
         self._lock = threading.RLock()
         self._started = clock()
         self._errors: dict[str, tuple[float, int]] = {}
@@ -135,10 +121,6 @@ class Engine:
     @property
     def metric_handlers(self) -> bool:
         return bool(self.files.metric)
-
-    @property
-    def defaults(self) -> GateSettings:
-        return self.rules.defaults
 
     def restart_clock(self) -> None:
         """Count "no value at all" from now (``test-rules``: from the first record)."""
@@ -245,7 +227,6 @@ class Engine:
                 state.missing = False
                 continue
             fault = step(rule, state, value)
-            entry.last_value = value
             where = f"{metric.identity} {dsname}={value:g}"
             if fault and not was:
                 self._note(now, "fault", entry.name, where)
@@ -310,47 +291,38 @@ class Engine:
         out: list[Outgoing],
         reason: str,
     ) -> None:
-        gate = entry.gate
-        verdict = gate.report(now, fault)
+        """Feed one evaluation of a rule to its gate and act on the verdict."""
+        verdict = entry.gate.report(now, fault)
         if verdict is Verdict.QUIET:
             self._maybe_resume(entry, now, out)
-            return
-        if verdict is Verdict.TRIPPED:
-            s = gate.settings
-            log.warning(
-                "%s: %d runs within %g s; suspended until no fault for %g s",
-                entry.name,
-                s.max_runs,
-                s.window,
-                s.resume_after,
+        elif verdict is Verdict.TRIPPED:
+            self._suspend(entry, now, out)
+        elif verdict is Verdict.RUN and entry.action is not None:
+            claim = self.dispatcher.prepare(entry.name, entry.action, reason, now)
+            if claim is None:
+                return
+            entry.gate.started(now, claim.task_id)
+            if isinstance(claim, Refused):
+                entry.gate.finished(now)
+                out.append(claim.notification)
+            else:
+                runs.append((entry, claim))
+
+    def _suspend(self, entry: _Entry, now: float, out: list[Outgoing]) -> None:
+        s = entry.gate.settings
+        log.warning(
+            "%s: %d runs within %g s; suspended until no fault for %g s",
+            entry.name,
+            s.max_runs,
+            s.window,
+            s.resume_after,
+        )
+        self._note(now, "suspended", entry.name, f"after {s.max_runs} runs in {s.window:g} s")
+        out.append(
+            notify.suspended(
+                entry.name, entry.gate.last_task_id, s.max_runs, s.window, s.resume_after
             )
-            self._note(now, "suspended", entry.name, f"after {s.max_runs} runs in {s.window:g} s")
-            out.append(
-                notify.suspended(
-                    entry.name, gate.last_task_id, s.max_runs, s.window, s.resume_after
-                )
-            )
-            return
-        if verdict is not Verdict.RUN or entry.action is None:
-            return
-        action = entry.action
-        if (action.service, action.command) in self._busy:
-            self._note(now, "skipped", entry.name, f"{action.label} is already running")
-            log.info("%s: %s is already running; not started again", entry.name, action.label)
-            return
-        task_id = self.new_task_id()
-        try:
-            spec = lookup_command(self.config, action.service, action.command, task_id)
-        except ProtocolError as exc:
-            gate.started(now, task_id)
-            gate.finished(now)
-            log.error("%s: %s", entry.name, exc.message)
-            self._note(now, "error", entry.name, exc.message)
-            out.append(notify.result(entry.name, task_id, exc.code, exc.message))
-            return
-        gate.started(now, task_id)
-        self._busy.add((action.service, action.command))
-        runs.append(_Run(entry, spec, task_id, reason))
+        )
 
     def _maybe_resume(self, entry: _Entry, now: float, out: list[Outgoing]) -> None:
         if entry.gate.try_resume(now):
@@ -362,44 +334,15 @@ class Engine:
     def _flush(self, runs: list[_Run], out: list[Outgoing]) -> None:
         for item in out:
             self._emit(item)
-        for run in runs:
-            self._start(run)
+        for entry, run in runs:
+            self.dispatcher.start(run, finished=self._finisher(entry.gate))
 
-    def _start(self, run: _Run) -> None:
-        entry, spec = run.entry, run.spec
-        log.info("%s: task %d: running %s (%s)", entry.name, run.task_id, spec.label, run.reason)
-        what = f"task {run.task_id}: {spec.label} ({run.reason})"
-        self._note(self.clock(), "run", entry.name, what)
-
-        def done(outcome: Outcome) -> None:
+    def _finisher(self, gate: Gate) -> Callable[[], None]:
+        def finished() -> None:
             with self._lock:
-                self._busy.discard((spec.service, spec.name))
-                entry.gate.finished(self.clock())
-            level = logging.INFO if outcome.code == 0 else logging.WARNING
-            log.log(
-                level,
-                "%s: task %d: %s ended with code %d",
-                entry.name,
-                run.task_id,
-                spec.label,
-                outcome.code,
-            )
-            self._note(
-                self.clock(),
-                "result",
-                entry.name,
-                f"task {run.task_id}: code {outcome.code}: {outcome.message[:100]}",
-            )
-            self._emit(notify.result(entry.name, run.task_id, outcome.code, outcome.message))
+                gate.finished(self.clock())
 
-        try:
-            self.runner(spec, done)
-        except Busy as exc:
-            done(
-                Outcome(
-                    code=ResultCode.BUSY, output="", errors=f"not run: {exc}", start_failed=True
-                )
-            )
+        return finished
 
     def _emit(self, item: Outgoing) -> None:
         try:

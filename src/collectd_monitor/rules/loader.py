@@ -15,7 +15,8 @@ from typing import Any
 from collectd_monitor.config import MonitorConfig
 from collectd_monitor.executor import CommandExecutor, Job
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
-from collectd_monitor.rules.engine import Emit, Engine
+from collectd_monitor.rules.dispatch import Emit
+from collectd_monitor.rules.engine import Engine
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
 from collectd_monitor.runtime import ExecutorLease, executors, load_for_plugin
 

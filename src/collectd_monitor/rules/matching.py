@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 
 _WILD = re.compile(r"[*?\[]")
 
-FIELDS = ("host", "plugin", "plugin_instance", "type", "type_instance")
-"""The identity fields a rule can match on, in collectd's order."""
-
 
 @dataclass(frozen=True)
 class Pattern:
@@ -33,10 +30,6 @@ class Pattern:
         if self._regex is None:
             return value == self.text
         return self._regex.match(value) is not None
-
-    @property
-    def anything(self) -> bool:
-        return self.text == "*"
 
 
 @dataclass(frozen=True)
@@ -68,15 +61,3 @@ class Selector:
         if self.plugin is None or self.plugin.wild:
             return None
         return self.plugin.text
-
-    def describe(self) -> str:
-        parts = [
-            f"{name}={pattern.text}"
-            for name, pattern in zip(
-                FIELDS,
-                (self.host, self.plugin, self.plugin_instance, self.type, self.type_instance),
-                strict=True,
-            )
-            if pattern is not None
-        ]
-        return " ".join(parts) or "everything"

@@ -3,7 +3,7 @@
 The collectd glue converts collectd's ``Values`` and ``Notification`` objects
 into these, so rule files, declarative rules and ``test-rules`` all work on the
 same frozen data, with or without collectd. Attribute names are the ones the
-original's rule files use (DESIGN.md §5).
+original's rule files use (README, "Local monitoring").
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ MAX_TYPE_INSTANCE = 127
 
 SUSPENDED = ResultCode.RULE_SUSPENDED
 """Result code of a circuit-breaker notification: the rule suspended itself."""
-SKIPPED_BUSY = ResultCode.BUSY
 
 
 def _encode(task_id: int | None, code: int, message: str) -> str:

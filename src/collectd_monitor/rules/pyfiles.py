@@ -34,7 +34,6 @@ _MODULE_PREFIX = "collectd_monitor_rulefile_"
 class Handler:
     name: str
     """``<file>::<metric|notification>::<name>``: the notification's ``type_instance``."""
-    kind: str
     func: Callable[[Any], Any]
     path: str
     line: int
@@ -103,7 +102,6 @@ def _handlers_of(module: ModuleType, path: str, kind: str) -> list[Handler]:
         handlers.append(
             Handler(
                 name=handler_name(path, kind, name),
-                kind=kind,
                 func=func,
                 path=path,
                 line=code.co_firstlineno if code is not None else 0,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.confblock import python_block
+from collectd_monitor.plugin_support import process_alive as process_alive  # tests use it
 
 LOOPBACK = "127.0.0.1"
 COLLECTD = shutil.which("collectd") or "/usr/sbin/collectd"
@@ -196,6 +197,7 @@ class Broker(_Process):
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 1000",
             "",
@@ -256,6 +258,19 @@ class Broker(_Process):
     @property
     def host(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    def wait_subscribed(self, client_id: str, topic: str, timeout: float = 10.0) -> None:
+        """Wait until this broker has taken ``client_id``'s subscription to ``topic``.
+
+        A client logs "connected" before its SUBSCRIBE reaches the broker; a
+        message published in between finds no subscriber and is dropped.
+        """
+        line = re.compile(rf"^\S+ {re.escape(client_id)} \d+ {re.escape(topic)}$", re.MULTILINE)
+        wait_for(
+            lambda: line.search(self.log_path.read_text(errors="replace")),
+            timeout,
+            what=f"the subscription of {client_id} to {topic}",
+        )
 
 
 @dataclass
@@ -385,13 +400,3 @@ class Collectd(_Process):
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
         return time.monotonic() - started
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as exited."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
