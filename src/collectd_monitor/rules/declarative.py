@@ -3,7 +3,8 @@
 Schema (keys case-insensitive, every part optional)::
 
     "Rules": {
-      "Defaults": {"Cooldown": 300, "MaxRuns": 3, "Window": 3600, "ResumeAfter": 600},
+      "Defaults": {"Cooldown": 300, "MaxRuns": 3, "Window": 3600, "ResumeAfter": 600,
+                   "HandlerTimeBudget": 1},
       "Values": [
         {"Name": "nginx-down",
          "Plugin": "processes", "PluginInstance": "nginx", "Type": "ps_count",
@@ -86,6 +87,8 @@ class RuleSet:
     notifications: tuple[NotificationRule, ...] = ()
     defaults: GateSettings = field(default_factory=GateSettings)
     errors: tuple[ConfigError, ...] = ()
+    handler_time_budget: float = 1.0
+    """Seconds a rule-file handler may take per call (``Defaults.HandlerTimeBudget``)."""
 
 
 _SELECTOR_KEYS = {
@@ -296,9 +299,10 @@ def parse_rules(
         defaults_raw = top.get("defaults", {})
         if not isinstance(defaults_raw, Mapping):
             raise _Invalid("Rules.Defaults", "expected an object")
-        defaults = _gate(
-            _lower(defaults_raw, "Rules.Defaults", _GATE_KEYS), "Rules.Defaults", GateSettings()
-        )
+        lowered = _lower(defaults_raw, "Rules.Defaults", {*_GATE_KEYS, "handlertimebudget"})
+        defaults = _gate(lowered, "Rules.Defaults", GateSettings())
+        budget = lowered.get("handlertimebudget", RuleSet.handler_time_budget)
+        budget = _number(budget, "Rules.Defaults.HandlerTimeBudget", minimum=0.01)
     except _Invalid as exc:
         fail(exc)
         return RuleSet(errors=tuple(errors))
@@ -324,4 +328,5 @@ def parse_rules(
         notifications=tuple(parsed["notifications"]),
         defaults=defaults,
         errors=tuple(errors),
+        handler_time_budget=budget,
     )

@@ -16,7 +16,9 @@ from collectd_monitor.config import MonitorConfig
 from collectd_monitor.executor import CommandExecutor, Job
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
 from collectd_monitor.rules.engine import Emit, Engine
+from collectd_monitor.rules.overrun import OverrunGuard
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
+from collectd_monitor.rules.worker import HandlerPool
 from collectd_monitor.runtime import load_for_plugin, shared_executor
 
 NAME = "collectd_monitor.local"
@@ -35,8 +37,11 @@ def load_rules(config: MonitorConfig) -> tuple[RuleSet, RuleFiles, list[str]]:
 class LocalMonitor:
     engine: Engine
     executor: CommandExecutor
+    pool: HandlerPool | None = None
 
     def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()  # never joined: a handler may hang for good
         self.executor.shutdown(timeout=0.4)
 
 
@@ -67,9 +72,15 @@ def start_local(
         executor.submit(Job(spec=spec, on_done=on_done))
 
     engine = Engine(config, rules, files, runner=runner, emit=emit)
+    pool = None
+    if files.metric or files.notification:
+        guard = OverrunGuard(rules.handler_time_budget, rules.defaults)
+        pool = HandlerPool(engine.call_handler, engine.handled, emit, guard)
+        engine.use_pool(pool)
+        pool.start()
     if not engine.wants_values and not engine.wants_notifications:
         log.warning(
             "no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
             config.local_monitor_config_dir or "not set",
         )
-    return LocalMonitor(engine, executor)
+    return LocalMonitor(engine, executor, pool)
