@@ -4,7 +4,8 @@
 value), ``declarative`` (config.json's ``Rules``), ``pyfiles`` (rule files),
 ``condition`` (hits, hysteresis, missing data), ``gate`` (cooldown, circuit
 breaker), ``notify`` (the result notifications), ``engine`` (all of it
-together) and ``loader`` (start-up from a config). Nothing here imports
+together), ``worker`` and ``overrun`` (rule-file handlers on worker threads
+within a time budget) and ``loader`` (start-up from a config). Nothing here imports
 collectd: ``collectd_monitor.local`` is the glue.
 """
 

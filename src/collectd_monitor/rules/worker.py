@@ -42,7 +42,8 @@ QUEUE_SIZE = 10_000
 """Events waiting for the handlers; about 10 s of a busy host's values."""
 DROP_LOG_EVERY = 60.0
 MAX_ABANDONED = 8
-"""Threads left inside overrunning handlers before no replacement is started."""
+"""Threads that may be left inside overrunning handlers while workers are replaced;
+one more and no replacement is started until one of them returns."""
 
 Event = Metric | Notice
 Call = Callable[[Handler, Event], Action | None]
@@ -246,7 +247,7 @@ class HandlerPool:
         if self._stopping.is_set():
             return
         while len(self._active) < self.workers:
-            if len(self._abandoned) >= self.max_abandoned:
+            if len(self._abandoned) > self.max_abandoned:
                 if not self._capped:
                     self._capped = True
                     log.error(
