@@ -547,7 +547,11 @@ HANG_FILE = """
         if getattr(item, "type_instance", "") == "hang" or getattr(item, "message", "") == "hang":
             threading.Event().wait()  # never returns
 
-    metric_handlers = {"hang": hang}
+    def spin(metric):
+        while metric.type_instance == "spin":  # never returns either, and keeps a core busy
+            pass
+
+    metric_handlers = {"hang": hang, "spin": spin}
     notification_handlers = {"hang": hang}
 """
 
@@ -563,11 +567,16 @@ def test_a_hung_handler_stalls_neither_collectd_nor_declarative_rules(local, tmp
     }
     m = local(
         files={"hang.py": HANG_FILE},
-        rules={"Values": [after], "Notifications": [note_rule]},
+        rules={
+            "Defaults": {"HandlerTimeBudget": 0.2},
+            "Values": [after],
+            "Notifications": [note_rule],
+        },
         extra_conf=f'LoadPlugin csv\n<Plugin csv>\n  DataDir "{csv}"\n</Plugin>\n',
     )
-    m.putval("app/gauge-hang", 5)  # the metric handler never returns from this one
+    m.putval("app/gauge-hang", 5)  # the metric handler "hang" never returns from this one
     m.putnotif("failure", "hang", plugin="other", type="gauge")  # nor from this one
+    m.putval("app/gauge-spin", 5)  # nor does "spin", which never lets go of the CPU
     # A series dispatched after the hangs began still reaches the csv plugin ...
     m.putval("app/gauge-after", 5)
     series = csv / m.hostname / "app"
@@ -580,6 +589,11 @@ def test_a_hung_handler_stalls_neither_collectd_nor_declarative_rules(local, tmp
     m.wait_ours(1, "config.json::metric::after")
     m.putnotif("failure", "still here", plugin="outside", type="gauge")
     m.wait_ours(1, "config.json::notification::outside")
+    # Each stuck call is abandoned in turn, so every handler got its event.
+    for name in ("hang.py::metric::hang", "hang.py::notification::hang", "hang.py::metric::spin"):
+        overrun = m.wait_ours(1, name)[0]
+        assert overrun["json"]["code"] == ResultCode.HANDLER_OVERRUN
+        assert "its thread is abandoned" in overrun["json"]["message"]
     proc = m.collectd.proc
     assert proc is not None
     proc.send_signal(signal.SIGTERM)
