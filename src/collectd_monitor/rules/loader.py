@@ -78,6 +78,10 @@ def start_local(
         pool = HandlerPool(engine.call_handler, engine.handled, emit, guard)
         engine.use_pool(pool)
         pool.start()
+        log.info(
+            "rule-file handlers run on a worker thread, %g s time budget per call",
+            rules.handler_time_budget,
+        )
     if not engine.wants_values and not engine.wants_notifications:
         log.warning(
             "no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
