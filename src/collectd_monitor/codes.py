@@ -69,6 +69,8 @@ class ResultCode(enum.IntEnum):
     # -- ours: local monitoring ---------------------------------------------------------
     RULE_SUSPENDED = 0x1300
     """A local rule's circuit breaker opened: it ran too often and suspended itself."""
+    HANDLER_OVERRUN = 0x1301
+    """A rule-file handler ran past its time budget (``Rules.Defaults.HandlerTimeBudget``)."""
 
     @property
     def hex(self) -> str:

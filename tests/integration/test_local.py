@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from collectd_monitor.codes import ResultCode
 from collectd_monitor.rules import notify
 from collectd_monitor.testing.sandbox import Collectd, wait_for
 
@@ -533,3 +536,104 @@ def test_long_output_is_cut_to_255_characters_of_valid_json(local):
     assert len(note["message"]) <= 255
     assert note["json"]["message"].endswith("[cut, 800 chars]")
     assert note["json"]["message"].startswith('é"é"')
+
+
+# --------------------------------------------------------------------------- handler isolation
+
+HANG_FILE = """
+    import threading
+
+    def hang(item):
+        if getattr(item, "type_instance", "") == "hang" or getattr(item, "message", "") == "hang":
+            threading.Event().wait()  # never returns
+
+    def spin(metric):
+        while metric.type_instance == "spin":  # never returns either, and keeps a core busy
+            pass
+
+    metric_handlers = {"hang": hang, "spin": spin}
+    notification_handlers = {"hang": hang}
+"""
+
+
+def test_a_hung_handler_stalls_neither_collectd_nor_declarative_rules(local, tmp_path):
+    csv = tmp_path / "csv"
+    after = value_rule("after", TypeInstance="after", Above=1)
+    note_rule = {
+        "Name": "outside",
+        "Plugin": "outside",
+        "Action": {"Service": "hello", "Command": "exec"},
+        "Cooldown": 0,
+    }
+    m = local(
+        files={"hang.py": HANG_FILE},
+        rules={
+            "Defaults": {"HandlerTimeBudget": 0.2},
+            "Values": [after],
+            "Notifications": [note_rule],
+        },
+        extra_conf=f'LoadPlugin csv\n<Plugin csv>\n  DataDir "{csv}"\n</Plugin>\n',
+    )
+    m.putval("app/gauge-hang", 5)  # the metric handler "hang" never returns from this one
+    m.putnotif("failure", "hang", plugin="other", type="gauge")  # nor from this one
+    m.putval("app/gauge-spin", 5)  # nor does "spin", which never lets go of the CPU
+    # A series dispatched after the hangs began still reaches the csv plugin ...
+    m.putval("app/gauge-after", 5)
+    series = csv / m.hostname / "app"
+    wait_for(
+        lambda: any(p.name.startswith("gauge-after") for p in series.glob("*")),
+        SLOW,
+        what="csv file of the series sent after the hang",
+    )
+    # ... and declarative value and notification rules still fire.
+    m.wait_ours(1, "config.json::metric::after")
+    m.putnotif("failure", "still here", plugin="outside", type="gauge")
+    m.wait_ours(1, "config.json::notification::outside")
+    # Each stuck call is abandoned in turn, so every handler got its event.
+    for name in ("hang.py::metric::hang", "hang.py::notification::hang", "hang.py::metric::spin"):
+        overrun = m.wait_ours(1, name)[0]
+        assert overrun["json"]["code"] == ResultCode.HANDLER_OVERRUN
+        assert "its thread is abandoned" in overrun["json"]["message"]
+    proc = m.collectd.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5.0)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"collectd still runs 5 s after SIGTERM\n{m.log()[-3000:]}") from None
+
+
+SLOW_FILE = """
+    import time
+
+    def sluggish(metric):
+        if metric.type_instance == "slow":
+            time.sleep(0.6)
+
+    metric_handlers = {"sluggish": sluggish}
+"""
+
+
+def test_a_slow_handler_is_reported_suspended_and_resumed(local):
+    name = "slow.py::metric::sluggish"
+    m = local(
+        files={"slow.py": SLOW_FILE},
+        rules={"Defaults": {"HandlerTimeBudget": 0.2, "ResumeAfter": 1}},
+    )
+
+    def suspended() -> bool:
+        m.putval("app/gauge-slow", 1)  # keep calling it until it is suspended
+        return any(n["json"]["code"] == notify.SUSPENDED for n in m.ours())
+
+    wait_for(suspended, 3 * SLOW, interval=0.1, what="suspension of the slow handler")
+    notes = [n for n in m.ours() if n["type_instance"] == name]
+    overruns = [n for n in notes if n["json"]["code"] == ResultCode.HANDLER_OVERRUN]
+    assert len(overruns) == 3, notes
+    assert all(n["severity"] == "WARNING" for n in overruns)
+    assert "0.2 s" in overruns[0]["json"]["message"]
+    stop = notes[3]
+    assert stop["severity"] == "FAILURE" and stop["json"]["code"] == notify.SUSPENDED
+    assert "3 overruns" in stop["json"]["message"]
+    assert re.search(rf"{re.escape(name)}: .*over its 0\.2 s time budget", m.log())
+    resumed = m.wait_ours(5, name)[4]  # after ResumeAfter, it is called again
+    assert resumed["severity"] == "OKAY" and "resumed" in resumed["json"]["message"]

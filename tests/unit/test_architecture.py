@@ -65,7 +65,6 @@ TEMPORARY_EDGES: set[tuple[str, str]] = set()
 ONLY_THROUGH_TEMPORARY: set[str] = set()
 
 
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
     if parts[-1] == "__init__":

@@ -3,7 +3,8 @@
 Schema (keys case-insensitive, every part optional)::
 
     "Rules": {
-      "Defaults": {"Cooldown": 300, "MaxRuns": 3, "Window": 3600, "ResumeAfter": 600},
+      "Defaults": {"Cooldown": 300, "MaxRuns": 3, "Window": 3600, "ResumeAfter": 600,
+                   "HandlerTimeBudget": 1},
       "Values": [
         {"Name": "nginx-down",
          "Plugin": "processes", "PluginInstance": "nginx", "Type": "ps_count",
@@ -86,6 +87,8 @@ class RuleSet:
     notifications: tuple[NotificationRule, ...] = ()
     defaults: GateSettings = field(default_factory=GateSettings)
     errors: tuple[ConfigError, ...] = ()
+    handler_time_budget: float = 1.0
+    """Seconds a rule-file handler may take per call (``Defaults.HandlerTimeBudget``)."""
 
 
 _SELECTOR_KEYS = {
@@ -231,8 +234,11 @@ def parse_rules(
         top = Section.of(value, source=source, path="Rules")
         top.reject_unknown(("Defaults", "Values", "Notifications"))
         defaults_section = top.section_or_empty("Defaults")
-        defaults_section.reject_unknown(_GATE_KEYS)
+        defaults_section.reject_unknown((*_GATE_KEYS, "HandlerTimeBudget"))
         defaults = _gate(defaults_section, GateSettings())
+        budget = defaults_section.get(
+            "HandlerTimeBudget", number(minimum=0.01), RuleSet.handler_time_budget
+        )
     except ConfigError as exc:
         return RuleSet(errors=(exc,))
     errors: list[ConfigError] = []
@@ -259,4 +265,5 @@ def parse_rules(
         notifications=tuple(parsed["Notifications"]),
         defaults=defaults,
         errors=tuple(errors),
+        handler_time_budget=budget,
     )

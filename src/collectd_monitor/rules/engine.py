@@ -7,9 +7,11 @@ and for breakers to close. The engine decides when a rule acts; the acting
 :class:`~collectd_monitor.rules.dispatch.Dispatcher`'s. Its clock is a
 parameter, so every state machine can be driven without sleeping.
 
-Python handlers are called without the lock held, so a slow handler holds up
-only the collectd thread that called it; rule state and gates change under
-one lock, since collectd calls the write callback from several threads.
+Python handlers are called without the lock held; rule state and gates change
+under one lock, since collectd calls the write callback from several threads.
+In collectd the handlers run on a :class:`~collectd_monitor.rules.worker.HandlerPool`
+(see :meth:`Engine.use_pool`), never on collectd's own threads; without one
+(``test-rules``, unit tests) they run inline, in the caller's thread.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from collectd_monitor.rules.model import Action, Metric, Notice, Outgoing, Sever
 from collectd_monitor.rules.pyfiles import (
     METRIC,
     NOTIFICATION,
+    Handler,
     HandlerError,
     RuleFiles,
     call_handler,
 )
+from collectd_monitor.rules.worker import HandlerPool
 
 log = logging.getLogger("collectd_monitor.local")
 
@@ -107,6 +111,11 @@ class Engine:
         self._lock = threading.RLock()
         self._started = clock()
         self._errors: dict[str, tuple[float, int]] = {}
+        self._pool: HandlerPool | None = None
+
+    def use_pool(self, pool: HandlerPool) -> None:
+        """Hand rule-file handlers to ``pool`` instead of calling them inline."""
+        self._pool = pool
 
     # -- what the glue needs to know ------------------------------------------------
 
@@ -165,20 +174,44 @@ class Engine:
         runs: list[_Run],
         out: list[Outgoing],
     ) -> None:
-        """Call each rule-file handler on ``event`` and judge what it returned."""
+        """Call each rule-file handler on ``event`` and judge what it returned.
+
+        With a pool, the handlers are only queued: the pool's workers call them
+        and hand each result to :meth:`handled`.
+        """
+        if self._pool is not None:
+            self._pool.submit(event, tuple(handlers))
+            return
         for handler in handlers:
             action = self._call(handler, event, now)
             with self._lock:
-                entry = self._entries[id(handler)]
-                entry.action = action or entry.action
-                self._judge(
-                    entry,
-                    action is not None,
-                    now,
-                    runs,
-                    out,
-                    f"handler returned {action.label}" if action else "",
-                )
+                self._judge_handler(handler, action, now, runs, out)
+
+    def call_handler(self, handler: Handler, event: Metric | Notice) -> Action | None:
+        """Call one handler (on a pool worker); its errors are reported here."""
+        return self._call(handler, event, self.clock())
+
+    def handled(self, handler: Handler, event: Metric | Notice, action: Action | None) -> None:
+        """Judge what a handler returned (on a pool worker) and start what it asks for."""
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        with self._lock:
+            self._judge_handler(handler, action, now, runs, out)
+        self._flush(runs, out)
+
+    def _judge_handler(
+        self,
+        handler: Handler,
+        action: Action | None,
+        now: float,
+        runs: list[_Run],
+        out: list[Outgoing],
+    ) -> None:
+        entry = self._entries[id(handler)]
+        entry.action = action or entry.action
+        reason = f"handler returned {action.label}" if action else ""
+        self._judge(entry, action is not None, now, runs, out, reason)
 
     def tick(self) -> None:
         """Missing data, open notification faults, breakers that may close."""

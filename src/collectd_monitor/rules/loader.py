@@ -17,7 +17,9 @@ from collectd_monitor.executor import CommandExecutor, Job
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
 from collectd_monitor.rules.dispatch import Emit
 from collectd_monitor.rules.engine import Engine
+from collectd_monitor.rules.overrun import OverrunGuard
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
+from collectd_monitor.rules.worker import HandlerPool
 from collectd_monitor.runtime import ExecutorLease, executors, load_for_plugin
 
 NAME = "collectd_monitor.local"
@@ -36,13 +38,17 @@ def load_rules(config: MonitorConfig) -> tuple[RuleSet, RuleFiles, list[str]]:
 class LocalMonitor:
     engine: Engine
     lease: ExecutorLease
+    pool: HandlerPool | None = None
 
     @property
     def executor(self) -> CommandExecutor:
         return self.lease.executor
 
     def stop(self) -> None:
-        """Stop submitting; the shared executor stops once the other plugin is done too."""
+        """Stop the handler workers (never joined: a handler may hang for good) and stop
+        submitting; the shared executor stops once the other plugin is done too."""
+        if self.pool is not None:
+            self.pool.stop()
         self.lease.release()
 
 
@@ -74,9 +80,19 @@ def start_local(
         executor.submit(Job(spec=spec, on_done=on_done))
 
     engine = Engine(config, rules, files, runner=runner, emit=emit)
+    pool = None
+    if files.metric or files.notification:
+        guard = OverrunGuard(rules.handler_time_budget, rules.defaults)
+        pool = HandlerPool(engine.call_handler, engine.handled, emit, guard)
+        engine.use_pool(pool)
+        pool.start()
+        log.info(
+            "rule-file handlers run on a worker thread, %g s time budget per call",
+            rules.handler_time_budget,
+        )
     if not engine.wants_values and not engine.wants_notifications:
         log.warning(
             "no rules: nothing to monitor (LocalMonitorConfigDir %s, key Rules)",
             config.local_monitor_config_dir or "not set",
         )
-    return LocalMonitor(engine, lease)
+    return LocalMonitor(engine, lease, pool)
