@@ -195,12 +195,13 @@ class History:
         self.db.close()
 
 
-def open_history(url: str | None = None, *, connect_timeout: float = 5.0) -> History:
+def open_history(url: str | Location | None = None, *, connect_timeout: float = 5.0) -> History:
     """Open (and migrate) the history at ``url``, ``$COLLECTD_MONITOR_HISTORY`` or the default.
 
     Raises :class:`~collectd_monitor.fleet.location.HistoryError`.
     """
-    db = Database(resolve(url), connect_timeout=connect_timeout)
+    location = url if isinstance(url, Location) else resolve(url)
+    db = Database(location, connect_timeout=connect_timeout)
     try:
         db.migrate()
     except BaseException:

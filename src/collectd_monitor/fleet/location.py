@@ -18,6 +18,10 @@ class HistoryError(MonitorError):
     """The history store cannot be opened or used. The message never holds a password."""
 
 
+class HistoryURLError(HistoryError):
+    """The history URL itself is malformed (a usage error, not an outage)."""
+
+
 @dataclass(frozen=True)
 class Location:
     """A parsed history URL: ``sqlite`` with a path, or ``postgresql`` with a DSN."""
@@ -53,17 +57,17 @@ def resolve(url: str | None, environ: Mapping[str, str] | None = None) -> Locati
     scheme = scheme.lower() if sep else ""
     if scheme in ("postgresql", "postgres"):
         if not rest.startswith("//"):
-            raise HistoryError(f"not a PostgreSQL URL: {redact(text)}")
+            raise HistoryURLError(f"not a PostgreSQL URL: {redact(text)}")
         return Location("postgresql", "postgresql:" + rest)
     if scheme == "sqlite":
         path = unquote(rest[2:] if rest.startswith("//") else rest)
         if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes it
             path = "/" + path.lstrip("/")
         if not path:
-            raise HistoryError(f"no file in the SQLite URL {text!r}")
+            raise HistoryURLError(f"no file in the SQLite URL {text!r}")
         return Location("sqlite", path)
     if sep and "/" not in scheme and len(scheme) > 1 and rest.startswith("//"):
-        raise HistoryError(f"unsupported history URL scheme {scheme!r} (sqlite or postgresql)")
+        raise HistoryURLError(f"unsupported history URL scheme {scheme!r} (sqlite or postgresql)")
     return Location("sqlite", os.path.expanduser(text))
 
 

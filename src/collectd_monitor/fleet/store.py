@@ -79,7 +79,7 @@ class Database:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             conn = sqlite3.connect(
-                path, timeout=max(timeout, 30.0), isolation_level=None, check_same_thread=False
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
