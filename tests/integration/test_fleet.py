@@ -374,3 +374,42 @@ def test_the_recorder_rides_out_a_broker_restart(monitor, fresh_broker, peer, tm
     )
     code, log = recording.stop()
     assert code == 0, log
+
+
+def test_the_recorder_survives_losing_its_database_connection(
+    monitor, broker, peer, postgres_url, recordings, tmp_path
+):
+    import psycopg
+
+    fleet = start_fleet(monitor, {"alpha": {"services": SERVICES_A}})
+    recording = Recording(fleet, broker.host, postgres_url, tmp_path / "rec.log")
+    recordings.append(recording)
+    wait_for(lambda: entries_presence(postgres_url), 20, interval=0.1, what="presence")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed  # the recorder's connection is gone
+    client = peer()
+    message = command_message("hello", "exec")
+    client.subscribe(fleet.topic("alpha", "result"))
+    client.send(fleet.topic("alpha", "command"), message)
+    client.result_for(fleet.topic("alpha", "result"), message["task_id"])
+    wait_for(
+        lambda: [e.code for e in entries(postgres_url)] == [0],
+        30,
+        interval=0.1,
+        what="the result, written after the database came back",
+    )
+    code, log = recording.stop()
+    assert code == 0, log
+    assert "retrying in" in log and "is back" in log and PG_PASSWORD not in log
+
+
+def entries_presence(url: str) -> bool:
+    history = open_history(url)
+    try:
+        return bool(history.presence_changes())
+    finally:
+        history.close()

@@ -72,14 +72,13 @@ def resolve(url: str | None, environ: Mapping[str, str] | None = None) -> Locati
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (``user:pass@host`` -> ``user@host``)."""
+    """``url`` without its password (``user:pass@host`` -> ``user@host``) nor its query."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     netloc = f"{user}@{hostport}" if user else hostport
+    # the query may hold a password too (?password=...): leave it out altogether
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
