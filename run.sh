@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(collectd-core collectd-utils mosquitto python3-venv openssl procps)
+DEBIAN_PACKAGES=(collectd-core collectd-utils mosquitto python3-venv openssl procps postgresql)
 VENV=.venv
 
 need_packages() {
@@ -21,6 +21,8 @@ need_packages() {
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v pgrep >/dev/null || missing+=(procps)
+    # PostgreSQL for the history tests (the fixtures run their own server)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     echo "${missing[@]:-}"
 }

@@ -232,3 +232,20 @@ def pids_of(pattern: str) -> list[int]:
         if pattern in cmdline and int(entry) != os.getpid():
             found.append(int(entry))
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Senders record a history by default: keep it out of the real home directory."""
+    saved = {key: os.environ.get(key) for key in ("XDG_STATE_HOME", "COLLECTD_MONITOR_HISTORY")}
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    os.environ.pop("COLLECTD_MONITOR_HISTORY", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+from .integration.conftest_fleet import postgres_server, postgres_url  # noqa: E402, F401

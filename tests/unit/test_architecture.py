@@ -40,7 +40,7 @@ CORE_MODULES = {
     "services",
 }
 """Top-level modules shared by every feature."""
-FEATURE_PACKAGES = {"commands", "replacer", "rules", "cli", "testing"}
+FEATURE_PACKAGES = {"commands", "replacer", "rules", "fleet", "cli", "testing"}
 PLUGIN_MODULES = {"remote", "local"}
 
 ALLOWED: dict[str, set[str]] = {
@@ -54,8 +54,9 @@ ALLOWED: dict[str, set[str]] = {
         f"{PACKAGE}.commands.protocol",  # Request/Result, the wire format
         f"{PACKAGE}.commands.agent",  # the hook that plugs the replacer into the agent
     },
+    "fleet": {"core", "commands", "fleet"},
     "plugins": {"core", "commands", "replacer", "rules"},
-    "cli": {"core", "commands", "replacer", "rules", "testing", "cli"},
+    "cli": {"core", "commands", "replacer", "rules", "fleet", "testing", "cli"},
     "testing": {"core", "commands", "testing"},
     "main": {"cli"},
 }

@@ -29,6 +29,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collectd-conf": ("confblock", "print the collectd.conf block that loads the plugins"),
     "test-rules": ("testrules", "show what the local rules would do on a series of values"),
     "keygen": ("keys", "make an Ed25519 key pair for signed commands"),
+    "hosts": ("hosts", "list the hosts of the fleet: online or not, since when, what they offer"),
+    "history": ("history", "list the requests sent to hosts and their results"),
+    "record": ("record", "record every host's requests, results and presence into the history"),
     "demo": ("demo", "run the full loop on loopback: broker, collectd, send-command"),
 }
 """Subcommand -> (module under ``collectd_monitor.cli``, one-line help).

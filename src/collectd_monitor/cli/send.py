@@ -28,6 +28,7 @@ from collectd_monitor.config import (
     parse_host,
 )
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
+from collectd_monitor.fleet.hook import add_history_options, recorded
 
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
 
@@ -98,6 +99,7 @@ def register(subparsers: Any) -> None:
         help="how long to wait for the result (default 30)",
     )
     add_connection_options(cmd)
+    add_history_options(cmd)
     cmd.set_defaults(handler=send_command)
 
     conf = subparsers.add_parser(
@@ -114,6 +116,7 @@ def register(subparsers: Any) -> None:
         help="how long to wait for the result (default 120)",
     )
     add_connection_options(conf)
+    add_history_options(conf)
     conf.set_defaults(handler=send_config)
 
 
@@ -182,7 +185,7 @@ def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persiste
     )
     progress(f"sending {what} as task {payload['task_id']} to {topic} at {settings.address}")
     try:
-        result = sender.request(payload, timeout=args.timeout)
+        result = recorded(args, payload, topic, lambda: sender.request(payload, args.timeout))
     except AuthError as exc:
         print(f"collectd-monitor: {exc}", file=sys.stderr)
         return EXIT_CONNECTION

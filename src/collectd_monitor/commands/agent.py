@@ -14,11 +14,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor import __version__
 from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.commands.outbox import Entry, Outbox
 from collectd_monitor.commands.protocol import (
@@ -296,10 +298,40 @@ class RemoteAgent:
 
 
 def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
-    body = {"status": status, "client_id": config.broker.client_id, "timestamp": format_timestamp()}
+    """The retained status message; an online one also tells what this host offers.
+
+    ``since`` is when this host came online (the connection this message
+    announces); services carry command names only, never command lines.
+    """
+    now = format_timestamp()
+    body: dict[str, Any] = {
+        "status": status,
+        "host": presence_host(config),
+        "client_id": config.broker.client_id,
+        "timestamp": now,
+    }
     if reason:
         body["reason"] = reason
+    if status == "online":
+        body["since"] = now
+        body["version"] = __version__
+        body["services"] = {name: sorted(s.commands) for name, s in config.services.items()}
+        body["config_push"] = config.allow_config_replace
     return json.dumps(body).encode()
+
+
+def presence_host(config: MonitorConfig) -> str:
+    """This host's name in the fleet: the topic level before ``status`` in StatusTopic.
+
+    The config holds no collectd ``Hostname``; the default topics are built from
+    the host name (``collectd-monitor/HOST/status``), so that level names the
+    host. Otherwise the ClientId without its ``collectd-monitor-`` prefix.
+    """
+    levels = config.status_topic.split("/")
+    if len(levels) >= 2 and levels[-2]:
+        return levels[-2]
+    client_id = config.broker.client_id
+    return client_id.removeprefix("collectd-monitor-") or client_id
 
 
 def _safe_name(text: str) -> str:

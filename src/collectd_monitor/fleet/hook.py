@@ -1,0 +1,127 @@
+"""What ``send-command`` and ``send-config`` write to the history.
+
+A history that cannot be written costs a warning on stderr, never the
+sender's result or exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from collectd_monitor.commands.protocol import Result
+from collectd_monitor.commands.sender import ResultTimeout
+from collectd_monitor.errors import TransportError
+from collectd_monitor.fleet.history import History, RequestRecord, ResultRecord, open_history
+from collectd_monitor.fleet.location import HISTORY_ENV
+from collectd_monitor.fleet.topics import host_of
+
+
+def add_history_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("history")
+    group.add_argument(
+        "--history",
+        metavar="URL",
+        help="record the request and its result here: sqlite:///PATH, a path, or "
+        f"postgresql://USER:PASS@HOST:PORT/DB (default ${HISTORY_ENV}, else an SQLite file "
+        "under $XDG_STATE_HOME/collectd-monitor/)",
+    )
+    group.add_argument("--no-history", action="store_true", help="record nothing")
+
+
+def sender_identity() -> str:
+    """``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"{user}@{socket.gethostname()}"
+
+
+def request_record(
+    payload: Mapping[str, Any], host: str, sent_at: float, sender: str | None = None
+) -> RequestRecord:
+    """The history's view of a command or config message (a config by its SHA-256 only)."""
+    task_id = int(payload["task_id"])
+    if "config" in payload:
+        digest = hashlib.sha256(str(payload["config"]).encode("utf-8")).hexdigest()
+        return RequestRecord(
+            task_id, host, "config", config_sha256=digest, sent_at=sent_at, sender=sender
+        )
+    return RequestRecord(
+        task_id,
+        host,
+        "command",
+        service=str(payload.get("service")),
+        command=str(payload.get("command")),
+        sent_at=sent_at,
+        sender=sender,
+    )
+
+
+class _Journal:
+    def __init__(self, url: str | None) -> None:
+        self.history: History | None = None
+        try:
+            self.history = open_history(url, connect_timeout=3.0)
+        except Exception as exc:
+            self.warn(exc)
+
+    def warn(self, exc: BaseException) -> None:
+        print(f"collectd-monitor: warning: history not recorded: {exc}", file=sys.stderr)
+        if self.history is not None:
+            self.history.close()
+        self.history = None
+
+    def write(self, action: Callable[[History], None]) -> None:
+        if self.history is None:
+            return
+        try:
+            action(self.history)
+        except Exception as exc:
+            self.warn(exc)
+
+    def close(self) -> None:
+        if self.history is not None:
+            self.history.close()
+
+
+def recorded(
+    args: argparse.Namespace,
+    payload: Mapping[str, Any],
+    topic: str,
+    request: Callable[[], Result],
+) -> Result:
+    """Run ``request()`` (which sends ``payload`` to ``topic``) and record it and its result."""
+    if getattr(args, "no_history", False):
+        return request()
+    to = getattr(args, "to", None)
+    if isinstance(to, list | tuple):
+        to = to[0] if len(to) == 1 else None
+    host = to if isinstance(to, str) and to else host_of(topic)
+    journal = _Journal(getattr(args, "history", None))
+    task_id = int(payload["task_id"])
+    record = request_record(payload, host, time.time(), sender_identity())
+    journal.write(lambda h: h.record_request(record))
+    started = time.monotonic()
+    try:
+        result = request()
+    except (ResultTimeout, TransportError) as exc:
+        note = str(exc) if isinstance(exc, ResultTimeout) else f"not sent: {exc}"
+        journal.write(lambda h: h.record_result(ResultRecord(task_id, host, None, note)))
+        journal.close()
+        raise
+    duration = time.monotonic() - started
+    journal.write(
+        lambda h: h.record_result(
+            ResultRecord(task_id, host, result.code, result.message, time.time(), duration)
+        )
+    )
+    journal.close()
+    return result
