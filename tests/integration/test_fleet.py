@@ -79,8 +79,8 @@ def test_hosts_lists_the_fleet_and_sees_a_host_go_offline(monitor, broker, capsy
     fleet = start_fleet(
         monitor,
         {
-            "alpha": {"services": SERVICES_A},
-            "beta": {"services": SERVICES_B, "settings": {"AllowConfigReplace": False}},
+            "alpha": {"services": SERVICES_A, "settings": {"AllowConfigReplace": True}},
+            "beta": {"services": SERVICES_B},  # pushes are off by default
         },
     )
     listed = hosts_json(capsys, fleet, broker.host)
