@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.codes import ResultCode, describe
-from collectd_monitor.commands.outbox import Entry, Outbox
+from collectd_monitor.commands.outbox import Entry, Outbox, outbox_directory, state_directory
 from collectd_monitor.commands.protocol import (
     CommandRequest,
     ConfigRequest,
@@ -89,16 +89,14 @@ class RemoteAgent:
         )
         self.config_handler = config_handler
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
-        state = Path(config.state_dir) if config.state_dir else None
-        if state is not None:
-            state = state / _safe_name(config.broker.client_id)
+        state = state_directory(config)
         window = config.security.max_message_age + config.security.max_clock_skew
         self.seen = SeenTasks(
             config.duplicate_memory,
             path=state / "seen-tasks.jsonl" if state else None,
             window=window if config.security.max_message_age > 0 else None,
         )
-        self.outbox = Outbox(state / "outbox" if state else None)
+        self.outbox = Outbox(outbox_directory(config))
         self._in_flight: dict[str, tuple[Entry, mqtt.MQTTMessageInfo]] = {}
         self._in_flight_lock = threading.Lock()
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
@@ -173,13 +171,28 @@ class RemoteAgent:
         for entry in waiting:
             self._send(entry)
 
+    def deliver_foreign(self) -> None:
+        """Publish entries other processes dropped into the outbox (the replacement helper's).
+
+        Entries this process wrote are published when written and after every
+        reconnect; only the ones another pid wrote need looking for.
+        """
+        if not self.link.connected:
+            return
+        with self._in_flight_lock:
+            flying = set(self._in_flight)
+        for entry in self.outbox.pending():
+            if entry.name not in flying and entry.writer != os.getpid():
+                log.info("publishing %s, left in the outbox by pid %s", entry.name, entry.writer)
+                self._send(entry)
+
     def _collect_acknowledged(self) -> None:
         with self._in_flight_lock:
             done = [(n, e) for n, (e, info) in self._in_flight.items() if acknowledged(info)]
-            for name, _ in done:
+            for name, entry in done:
                 del self._in_flight[name]
-        for _, entry in done:
-            self.outbox.remove(entry)
+                # Still under the lock: a concurrent scan sees it in flight or gone, never both.
+                self.outbox.remove(entry)
 
     def _pump_outbox(self) -> None:
         while not self._stopped.wait(0.2):
@@ -274,7 +287,3 @@ def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
     if reason:
         body["reason"] = reason
     return json.dumps(body).encode()
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "default"

@@ -12,7 +12,6 @@ checked here as well.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import load_config
 from collectd_monitor.errors import ConfigError
-from collectd_monitor.plugin_support import OFFLINE_ENV
+from collectd_monitor.replacer.environment import validation_env
 from collectd_monitor.replacer.errors import ReplaceFailed
 
 REMOTE_MODULE = "collectd_monitor.remote"
@@ -65,9 +64,8 @@ def run_process(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> 
 
 
 def offline_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env[OFFLINE_ENV] = "1"
-    return env
+    """A service manager's environment (not the caller's), with our plugins offline."""
+    return validation_env(base)
 
 
 _ERRORISH = re.compile(
