@@ -104,7 +104,9 @@ class Transaction:
         self.alive = alive
         self.journal = journal
         self.timing = paths.timing
-        self.health = HealthCheck(paths, self.manager, self.clock, alive, probe)
+        self.health = HealthCheck(
+            paths, self.manager, self.clock, lambda pid: self.alive(pid), probe
+        )
         self.new_pid: int | None = None
         """The daemon running the new config, after a successful :meth:`apply`."""
 
