@@ -227,8 +227,8 @@ def test_collectd_under_collectdmon_is_replaced_and_stays_supervised(monitor, pe
         check=True,
         timeout=15,
     )
-    supervisor = wait_for(lambda: read_pid_file(monitor_pid_file), 15, what="collectdmon")
     try:
+        supervisor = wait_for(lambda: read_pid_file(monitor_pid_file), 15, what="collectdmon")
 
         def child() -> int | None:
             found = [
@@ -251,8 +251,10 @@ def test_collectd_under_collectdmon_is_replaced_and_stays_supervised(monitor, pe
         assert process_alive(supervisor)  # collectdmon was never stopped: supervision kept
         assert f"pid {new_child}" in result["message"]
     finally:
-        os.kill(supervisor, signal.SIGTERM)  # collectdmon stops collectd, then itself
-        wait_for(lambda: not process_alive(supervisor), 15, what="collectdmon to exit")
+        for pid in pids_of(f"{COLLECTDMON} -c"):
+            if str(monitor_pid_file) in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                os.kill(pid, signal.SIGTERM)  # collectdmon stops collectd, then itself
+                wait_for(lambda p=pid: not process_alive(p), 15, what="collectdmon to exit")
 
 
 # --------------------------------------------------------------------------- the admin's stop
