@@ -83,6 +83,8 @@ class HealthCheck:
             if pid is not None and pid != old_pid:
                 if self.alive(pid):
                     return pid
+                if self.manager.stopped_from_outside(pid):
+                    raise StoppedOutside(f"collectd (pid {pid}) was stopped from outside at once")
                 raise Unhealthy(f"collectd (pid {pid}) exited right after it started")
             if self.clock.monotonic() >= deadline:
                 raise Unhealthy(f"no new collectd pid within {self.timing.start:g} s", no_pid=True)
