@@ -1,6 +1,6 @@
 """Config replacement: end-to-end time of a push, a rollback, and a bare restart.
 
-    .venv/bin/python bench/bench_replace.py [--runs 5] [--settle 1.0]
+    .venv/bin/python bench/bench_replace.py [--runs 5] [--settle 1.0] [--watch 1.0]
 
 A throwaway mosquitto and a real collectd (daemonized, pid file, remote
 plugin) under a temporary directory. Rows (median and range of ``--runs``):
@@ -13,7 +13,10 @@ plugin) under a temporary directory. Rows (median and range of ``--runs``):
   pid file appears / until the new plugin is connected to the broker.
 
 The replacement includes ``SettleTime`` (the new daemon must stay up that long),
-set here with ``--settle``; production defaults to 3 s.
+set here with ``--settle``; production defaults to 3 s. After a success the
+helper keeps watching the new daemon for ``WatchTime`` (``--watch``, production
+60 s) and holds the replacement lock meanwhile; the next push waits for that
+outside the timed part.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.commands.protocol import encode_config
+from collectd_monitor.replacer.paths import REPORT_NAME
+from collectd_monitor.replacer.plugin import lock_busy
 from collectd_monitor.testing.sandbox import Broker, Collectd, wait_for
 
 COMMAND_TOPIC = "bench/replace/command"
@@ -105,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="SettleTime in seconds (production default 3)",
     )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        default=1.0,
+        help="WatchTime in seconds (production default 60); not part of the timings",
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-replace-"))
@@ -121,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 "ReconnectMaxInterval": 1,
                 "StateDir": str(work / "state"),
                 "AllowConfigReplace": True,
-                "Services": {"collectd": {"SettleTime": args.settle, "ConnectTimeout": 10}},
+                "Services": {
+                    "collectd": {
+                        "SettleTime": args.settle,
+                        "WatchTime": args.watch,
+                        "ConnectTimeout": 10,
+                    }
+                },
             }
         )
     )
@@ -140,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         collectd.start(daemon=True, wait_log="connected to")
         client = Client(broker)
         good, bad = [], []
+        lock = collectd.directory / f"{REPORT_NAME}.lock"
+
+        def idle() -> None:
+            wait_for(lambda: not lock_busy(lock), 60 + args.watch, what="the previous watch")
+
         for run in range(args.runs):
             text = dataclasses.replace(collectd, interval=5.0 + run).render_config()
+            idle()
             took, code = client.push(1000 + run, text)
             assert code == 0, f"replacement failed with 0x{code:04x}"
             good.append(took)
@@ -150,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 f'<Plugin python>\n  ModulePath "{modules}"\n  Import "die_soon"\n',
                 1,
             )
+            idle()
             took, code = client.push(2000 + run, broken)
             assert code == 0x2007, f"rollback ended with 0x{code:04x}"
             bad.append(took)
@@ -159,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
 
         to_pid, to_connected = [], []
+        idle()
         for _ in range(args.runs):
             before = connected_count(collectd)
             old = collectd.pid()

@@ -55,6 +55,9 @@ class ResultCode(enum.IntEnum):
     REPLACE_RECOVERY_FAILED = 0x2008
     REPLACE_NO_NEW_PID = 0x2009
     REPLACE_PATH_NOT_FOUND = 0x200A
+    REPLACE_STOPPED_OUTSIDE = 0x2010
+    """collectd was stopped from outside during the replacement: the admin's stop wins,
+    it stays stopped (on the old config unless the new one had been confirmed)."""
 
     # -- ours: config replacement ----------------------------------------------------
     REPLACE_PID_FILE_MISMATCH = 0x200B

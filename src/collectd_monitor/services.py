@@ -22,7 +22,8 @@ from collectd_monitor.schema import (
     number,
 )
 
-SERVICE_MANAGERS = ("direct", "commands", "systemd")
+SERVICE_MANAGERS = ("pidfile", "commands", "init", "collectdmon", "systemd")
+"""How the replacer stops and starts collectd (``direct`` is an old name of ``pidfile``)."""
 MIN_SETTLE_TIME = 0.5
 """The settle time is the only guard against a daemon that dies late."""
 
@@ -81,6 +82,7 @@ class CollectdServiceSettings:
     stop_timeout: float | None = None
     start_timeout: float | None = None
     validate_timeout: float | None = None
+    watch_time: float | None = None
     max_config_bytes: int | None = None
 
     @classmethod
@@ -105,13 +107,14 @@ COLLECTD_KEYS: dict[str, tuple[str, Converter[Any]]] = {
     "CommandPath": ("command_path", as_str),
     "PIDPath": ("pid_path", as_str),
     "ReplacerReportPath": ("report_path", as_str),
-    "ServiceManager": ("service_manager", choice(SERVICE_MANAGERS)),
+    "ServiceManager": ("service_manager", choice(SERVICE_MANAGERS, {"direct": "pidfile"})),
     "Unit": ("unit", as_str),
     "SettleTime": ("settle_time", number(minimum=MIN_SETTLE_TIME)),
     "ConnectTimeout": ("connect_timeout", _seconds),
     "StopTimeout": ("stop_timeout", _seconds),
     "StartTimeout": ("start_timeout", _seconds),
     "ValidateTimeout": ("validate_timeout", _seconds),
+    "WatchTime": ("watch_time", _seconds),
     "MaxConfigBytes": ("max_config_bytes", integer(minimum=1)),
 }
 

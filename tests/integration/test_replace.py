@@ -34,7 +34,13 @@ CLI = [sys.executable, "-m", "collectd_monitor"]
 HELPER = "collectd_monitor.replacer.helper"
 
 # Short waits keep the suite fast; the helper's checks stay the real ones.
-TIMING = {"SettleTime": 0.5, "ConnectTimeout": 4, "StopTimeout": 15, "StartTimeout": 15}
+TIMING = {
+    "SettleTime": 0.5,
+    "WatchTime": 1,
+    "ConnectTimeout": 4,
+    "StopTimeout": 15,
+    "StartTimeout": 15,
+}
 RESULT_WAIT = 60.0
 
 
@@ -57,11 +63,29 @@ def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
 ALLOW = {"AllowConfigReplace": True}
 
 
+def helpers_of(tmp_path: Path) -> list[int]:
+    return [p for p in pids_of(HELPER) if p in pids_of(str(tmp_path))]
+
+
 def start(monitor: Any, *, services: dict[str, Any] | None = None, **kwargs: Any) -> Monitor:
     collectd_service = {**TIMING, **(services or {})}
     return monitor(
-        ALLOW, services={**HELLO_SERVICES, "collectd": collectd_service}, daemon=True, **kwargs
+        ALLOW,
+        services={**HELLO_SERVICES, "collectd": collectd_service},
+        daemon=True,
+        **kwargs,
     )
+
+
+def outbox_entries(m: Monitor) -> list[dict[str, Any]]:
+    """The results waiting in the plugin's outbox (where the helper leaves its outcome)."""
+    found = []
+    for path in sorted(m.collectd.directory.glob("state/*/outbox/[0-9]*.json")):
+        try:
+            found.append(json.loads(json.loads(path.read_text())["payload"]))
+        except (OSError, ValueError):
+            continue  # removed meanwhile
+    return found
 
 
 def new_config(m: Monitor, **changes: Any) -> str:
@@ -118,8 +142,7 @@ def test_push_applies_the_new_config_and_reports_success_after_the_restart(monit
     assert m.collectd.conf_path.stat().st_mode & 0o777 == 0o600
     assert (m.collectd.directory / "collectd.conf.bak").read_text() == old_text
     assert not (m.collectd.directory / "collectd.conf.new").exists()
-    report = m.collectd.directory / REPORT_NAME
-    wait_for(lambda: not report.exists(), 10, what="the delivered report to be removed")
+    wait_for(lambda: not outbox_entries(m), 10, what="the delivered outcome to be removed")
     assert [r["task_id"] for r in p.results(m.result_topic)] == [task_id]
     helper_log = m.collectd.directory / f"{REPORT_NAME}.log"
     assert "helper started" in helper_log.read_text()
@@ -336,12 +359,11 @@ def test_the_result_waits_for_the_broker_to_come_back(monitor, tmp_path):
                 what="the replacement to start",
             )
             server.stop()
-            report = m.collectd.directory / REPORT_NAME
-            wait_for(report.exists, 60, what="the helper's report")
-            assert json.loads(report.read_text())["code"] == 0
+            waiting = wait_for(lambda: outbox_entries(m), 60, what="the helper's outcome")
+            assert [r["code"] for r in waiting] == [0]
             new_pid = live_pid(m)
             assert new_pid != old_pid
-            assert report.exists()  # nobody could publish it yet
+            assert outbox_entries(m)  # nobody could publish it yet
             server.start()
             out, err = sender.communicate(timeout=90)
         finally:
@@ -352,7 +374,7 @@ def test_the_result_waits_for_the_broker_to_come_back(monitor, tmp_path):
         result = json.loads(out)
         assert result["code"] == 0
         assert "unreachable" in result["message"]
-        wait_for(lambda: not report.exists(), 10, what="the delivered report to be removed")
+        wait_for(lambda: not outbox_entries(m), 10, what="the delivered outcome to be removed")
     finally:
         server.stop()
 
@@ -397,6 +419,8 @@ def test_replace_config_from_the_command_line(monitor, tmp_path):
     assert live_pid(m) != old_pid
     assert "Interval 7.0" in m.collectd.conf_path.read_text()
 
+    # The first replacement lasts until its watch ends (it holds the lock until then).
+    wait_for(lambda: not helpers_of(tmp_path), 30, what="the helper's watch to end")
     conf.write_text(new_config(m) + "<Plugin cpu>\n")
     broken = replace_cli(m, conf)
     assert broken.returncode == 12, broken.stderr

@@ -52,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "core",
         "replacer",
         f"{PACKAGE}.commands.protocol",  # Request/Result, the wire format
+        f"{PACKAGE}.commands.outbox",  # the helper drops its outcome into the plugin's outbox
         f"{PACKAGE}.commands.agent",  # the hook that plugs the replacer into the agent
     },
     "fleet": {"core", "commands", "fleet"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,12 +10,13 @@ import pytest
 
 from collectd_monitor.cli.replace import exit_status
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.outbox import Outbox
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.helper import HelperSpec, interpreter
 from collectd_monitor.replacer.lock import ReplaceLock
 from collectd_monitor.replacer.paths import ReplacerPaths, Timing, discover, parse_cmdline
-from collectd_monitor.replacer.report import read_report, remove_report, write_report
+from collectd_monitor.replacer.report import OutboxTarget, read_report, write_report
 from collectd_monitor.replacer.validate import (
     error_lines,
     loads_module,
@@ -49,7 +51,7 @@ def test_discovery_from_the_running_daemon(tmp_path):
     assert paths.pid == Path("/srv/run/c.pid")
     assert paths.binary == "/opt/sbin/collectd"
     assert paths.report == Path("/srv/run/collectd-monitor-replace.json")
-    assert paths.mode == "direct"
+    assert paths.mode == "pidfile"
     assert paths.timing.settle == 1.5
 
 
@@ -116,8 +118,11 @@ def test_paths_round_trip_through_the_helper_spec(tmp_path):
         task_id=3,
         paths=paths,
         loads_remote=True,
-        report_to=paths.report,
+        new_outbox=OutboxTarget(tmp_path / "new-outbox", "t/new"),
+        old_outbox=OutboxTarget(tmp_path / "old-outbox", "t/old"),
+        local_report=tmp_path / "local",
         expected_broker="127.0.0.1:1883",
+        was_running=False,
     )
     assert HelperSpec.decode(spec.encode()) == spec
     assert os.access(interpreter(), os.X_OK)
@@ -212,21 +217,29 @@ def test_error_lines_drop_noise_and_cap():
 # --------------------------------------------------------------------------- report, exit codes
 
 
-def test_report_is_0600_and_only_the_published_file_is_removed(tmp_path):
+def test_local_report_is_0600_and_a_corrupt_one_reads_as_0x2008(tmp_path):
     path = tmp_path / "r.json"
+    assert read_report(path) is None
     write_report(path, Result(1, 0, "ok"))
     assert path.stat().st_mode & 0o777 == 0o600
-    first = read_report(path)
-    assert first is not None and first.result.message == "ok"
-    write_report(path, Result(2, 0x2007, "newer"))
-    assert not remove_report(path, first)  # a newer report took its place
-    newer = read_report(path)
-    assert newer is not None and remove_report(path, newer) and read_report(path) is None
+    assert read_report(path) == Result(1, 0, "ok")
+    path.write_text("{half")
+    corrupt = read_report(path)
+    assert corrupt is not None and corrupt.code == 0x2008
+
+
+def test_the_outcome_lands_in_the_outbox_format(tmp_path):
+    target = OutboxTarget(tmp_path / "state" / "outbox", "t/result")
+    target.put(Result(5, 0x2007, "rolled back"))
+    entries = list(Outbox(target.directory).pending())
+    assert [(e.topic, json.loads(e.payload)["task_id"]) for e in entries] == [("t/result", 5)]
+    assert entries[0].writer == os.getpid()
+    assert (target.directory / entries[0].name).stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(0, 0), (0x2000, 10), (0x2002, 12), (0x2007, 17), (0x200A, 20), (0x1000, 1)],
+    [(0, 0), (0x2000, 10), (0x2002, 12), (0x2007, 17), (0x200A, 20), (0x2010, 26), (0x1000, 1)],
 )
 def test_exit_status_mapping(code, status):
     assert exit_status(code) == status

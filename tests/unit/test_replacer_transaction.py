@@ -51,6 +51,14 @@ class FakeCollectd:
         self.broker = "127.0.0.1:1883"
 
     # ServiceManager
+    in_place = False
+
+    def restart(self, pid: int | None) -> None:
+        raise ManagerError("not in place")
+
+    def stopped_from_outside(self, pid: int) -> bool:
+        return self.pid_file != pid  # a crash leaves the pid file, a clean stop removes it
+
     def pid(self) -> int | None:
         return self.pid_file
 

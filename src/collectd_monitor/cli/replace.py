@@ -7,12 +7,13 @@ The helper survives this command being interrupted; its outcome is printed
 as a result JSON on stdout.
 
 Exit status: 0 success; 10 + (code - 0x2000) for the replacement codes
-0x2000-0x200b (10 = another replacement runs, 11 cannot write, 12 config
+0x2000-0x2010 (10 = another replacement runs, 11 cannot write, 12 config
 broken, 13 cannot stop, 14 pid file kept, 15 cannot back up, 16 cannot swap,
 17 rolled back and recovered, 18 recovery failed, 19 no new pid, 20 a path
-not found, 21 collectd runs but the pid file does not name it); 2 usage
-error; 3 no outcome within --timeout (the helper still runs; see its log
-beside the report file). Relative paths are taken from the working directory.
+not found, 21 collectd runs but the pid file does not name it, 26 collectd
+stopped from outside meanwhile); 2 usage error; 3 no outcome within
+--timeout (the helper still runs; see its log beside the report file).
+Relative paths are taken from the working directory.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from collectd_monitor.cli.status import EXIT_TIMEOUT, EXIT_USAGE
 from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.sender import new_task_id
-from collectd_monitor.config import DEFAULT_CONFIG_PATH, load_config
+from collectd_monitor.config import DEFAULT_CONFIG_PATH, MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer import helper
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.paths import discover
 from collectd_monitor.replacer.plugin import service_options
-from collectd_monitor.replacer.report import read_report
+from collectd_monitor.replacer.report import OutboxTarget, read_report
 from collectd_monitor.replacer.transaction import Transaction
 
 EXIT_REPLACE_BASE = 10
@@ -46,7 +47,7 @@ def exit_status(code: int) -> int:
     """Map a result code to an exit status (the codes themselves exceed 255)."""
     if code == 0:
         return 0
-    if ResultCode.REPLACE_IN_PROGRESS <= code <= ResultCode.REPLACE_PID_FILE_MISMATCH:
+    if ResultCode.REPLACE_IN_PROGRESS <= code <= ResultCode.REPLACE_STOPPED_OUTSIDE:
         return EXIT_REPLACE_BASE + code - ResultCode.REPLACE_IN_PROGRESS
     return 1
 
@@ -81,6 +82,12 @@ def register(subparsers: Any) -> None:
         help="how long its remote plugin may take to connect (default 30)",
     )
     parser.add_argument(
+        "--watch-time",
+        type=float,
+        metavar="SECONDS",
+        help="how long the helper keeps watching the new collectd after success (default 60)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=600.0,
@@ -90,16 +97,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _options(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
+def _options(args: argparse.Namespace) -> tuple[dict[str, Any], MonitorConfig | None]:
     path = args.monitor_config
     if path is None and os.path.isfile(DEFAULT_CONFIG_PATH):
         path = DEFAULT_CONFIG_PATH
     options: dict[str, Any] = {}
-    broker = None
+    config = None
     if path:
         config = load_config(path=path)
         options = service_options(config)
-        broker = config.broker.address
     for key, flag, path in (
         ("ConfigPath", "--config-path", args.config_path),
         ("PIDPath", "--pid-path", args.pid_path),
@@ -111,10 +117,11 @@ def _options(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     for key, value in (
         ("SettleTime", args.settle_time),
         ("ConnectTimeout", args.connect_timeout),
+        ("WatchTime", args.watch_time),
     ):
         if value is not None:
             options[key] = value
-    return options, broker
+    return options, config
 
 
 def _absolute(path: str, flag: str) -> str:
@@ -151,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     task_id = new_task_id()
     try:
-        options, broker = _options(args)
+        options, monitor_config = _options(args)
         paths = discover(options)
         say(f"replacing {paths.config} ({paths.mode} mode, pid file {paths.pid}) as task {task_id}")
-        prepared = Transaction(paths).prepare(task_id, text)
+        tx = Transaction(paths)
+        was_running = tx.live_pid() is not None
+        prepared = tx.prepare(task_id, text)
     except ConfigError as exc:
         say(str(exc))
         return EXIT_USAGE
@@ -170,8 +179,10 @@ def run(args: argparse.Namespace) -> int:
         task_id=task_id,
         paths=paths,
         loads_remote=prepared.loads_remote,
-        report_to=report_to,
-        expected_broker=broker,
+        old_outbox=OutboxTarget.of(monitor_config) if monitor_config else None,
+        local_report=report_to,
+        expected_broker=monitor_config.broker.address if monitor_config else None,
+        was_running=was_running,
     )
     prepared.lock.hand_off(task_id)
     try:
@@ -179,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         with contextlib.suppress(ReplaceFailed):
             prepared.lock.acquire(task_id, claim_handoff=True, wait=2.0)
+        tx.discard_new()
         prepared.lock.release()
         return finish(
             Result(
@@ -189,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         )
     say(f"validated; the helper restarts collectd (log: {paths.helper_log})")
     deadline = time.monotonic() + args.timeout
-    while (report := read_report(report_to)) is None:
+    while (outcome := read_report(report_to)) is None:
         if time.monotonic() >= deadline:
             say(
                 f"no outcome within {args.timeout:g} s; the helper still runs; "
@@ -199,4 +211,4 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(0.05)
     with contextlib.suppress(OSError):
         report_to.unlink()
-    return finish(report.result)
+    return finish(outcome)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from collectd_monitor import __version__
 from collectd_monitor.codes import ResultCode, describe
-from collectd_monitor.commands.outbox import Entry, Outbox
+from collectd_monitor.commands.outbox import Entry, Outbox, outbox_directory, state_directory
 from collectd_monitor.commands.protocol import (
     CommandRequest,
     ConfigRequest,
@@ -97,16 +97,14 @@ class RemoteAgent:
         )
         self.config_handler = config_handler
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
-        state = Path(config.state_dir) if config.state_dir else None
-        if state is not None:
-            state = state / _safe_name(config.broker.client_id)
+        state = state_directory(config)
         window = config.security.max_message_age + config.security.max_clock_skew
         self.seen = SeenTasks(
             config.duplicate_memory,
             path=state / "seen-tasks.jsonl" if state else None,
             window=window if config.security.max_message_age > 0 else None,
         )
-        self.outbox = Outbox(state / "outbox" if state else None)
+        self.outbox = Outbox(outbox_directory(config))
         self._in_flight: dict[str, Entry] = {}
         """Outbox entries that paho carries now: removed when delivered or dropped."""
         self._in_flight_lock = threading.Lock()
@@ -202,6 +200,22 @@ class RemoteAgent:
             log.info("publishing %d result(s) kept in the outbox", len(waiting))
         for entry in waiting:
             self._send(entry)
+
+    def deliver_foreign(self) -> None:
+        """Publish entries other processes dropped into the outbox (the replacement helper's).
+
+        Entries this process wrote are published when written and after every
+        reconnect; only the ones another pid wrote need looking for.
+        """
+        if not self.link.connected:
+            return
+        for entry in self.outbox.pending():
+            if entry.writer != os.getpid():
+                with self._in_flight_lock:
+                    if entry.name in self._in_flight:
+                        continue
+                log.info("publishing %s, left in the outbox by pid %s", entry.name, entry.writer)
+                self._send(entry)
 
     # -- messages ---------------------------------------------------------------------
 
@@ -332,7 +346,3 @@ def presence_host(config: MonitorConfig) -> str:
         return levels[-2]
     client_id = config.broker.client_id
     return client_id.removeprefix("collectd-monitor-") or client_id
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "default"

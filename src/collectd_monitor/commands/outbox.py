@@ -5,10 +5,16 @@ written atomically) *before* it is published, and removed only once the
 broker acknowledged it (PUBACK / PUBCOMP). Results still there when the link
 comes back, or when collectd starts again, are published again. A sender may
 therefore see a result twice after a fault; senders de-duplicate by task_id.
+
+Other processes may drop entries too (:func:`write_entry`): the config
+replacement helper leaves its outcome in the outbox of the plugin that runs
+after the restart, which publishes it (:meth:`RemoteAgent.deliver_foreign`).
+An entry's name carries the pid of its writer.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -18,9 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from collectd_monitor.config import MonitorConfig
 from collectd_monitor.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
+
+
+_names = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,27 @@ class Entry:
     topic: str
     payload: bytes
 
+    @property
+    def writer(self) -> int | None:
+        """The pid of the process that wrote the entry (from its name)."""
+        try:
+            return int(self.name.split("-")[1])
+        except (IndexError, ValueError):
+            return None
+
+
+def entry_name() -> str:
+    """A name that sorts by time and is unique across processes: ``TIME-PID-COUNTER.json``."""
+    return f"{time.time_ns():020d}-{os.getpid()}-{next(_names):06d}.json"
+
+
+def write_entry(directory: Path, topic: str, payload: bytes, name: str | None = None) -> Entry:
+    """Drop an entry into the outbox ``directory`` (atomically, mode 0600); OSError on failure."""
+    entry = Entry(name or entry_name(), topic, payload)
+    body = json.dumps({"topic": topic, "payload": payload.decode("utf-8", "replace")})
+    atomic_write(directory / entry.name, body.encode("utf-8"), mode=0o600)
+    return entry
+
 
 class Outbox:
     """A directory of pending publishes; ``directory=None`` keeps nothing on disk."""
@@ -36,7 +67,6 @@ class Outbox:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._lock = threading.Lock()
-        self._counter = 0
         self._memory: dict[str, Entry] = {}
         if directory is not None:
             try:
@@ -48,17 +78,13 @@ class Outbox:
                 self.directory = None
 
     def put(self, topic: str, payload: bytes) -> Entry:
-        with self._lock:
-            self._counter += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}.json"
-        entry = Entry(name, topic, payload)
+        name = entry_name()
         if self.directory is not None:
-            body = json.dumps({"topic": topic, "payload": payload.decode("utf-8", "replace")})
             try:
-                atomic_write(self.directory / name, body, mode=0o600, durable=True)
-                return entry
+                return write_entry(self.directory, topic, payload, name)
             except OSError as exc:
                 log.warning("cannot write %s to the outbox: %s; kept in memory only", name, exc)
+        entry = Entry(name, topic, payload)
         with self._lock:
             self._memory[name] = entry
         return entry
@@ -90,3 +116,19 @@ class Outbox:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.pending())
+
+
+def state_directory(config: MonitorConfig) -> Path | None:
+    """Where this client keeps its seen task ids and its outbox (``StateDir/<ClientId>``)."""
+    if not config.state_dir:
+        return None
+    return Path(config.state_dir) / _safe_name(config.broker.client_id)
+
+
+def outbox_directory(config: MonitorConfig) -> Path | None:
+    state = state_directory(config)
+    return state / "outbox" if state else None
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "default"

@@ -6,11 +6,13 @@ own (``start_new_session``), or under systemd in a transient unit of its own
 service's cgroup. Inside collectd ``sys.executable`` is a PATH lookup and
 ``sys.argv == ['']``, so the interpreter is named explicitly (the one collectd
 embeds, from ``sys.base_exec_prefix``) and the package's directories are put
-on ``PYTHONPATH`` (collectd's ModulePath ignores .pth files).
+on ``PYTHONPATH`` (collectd's ModulePath ignores .pth files). Its environment
+is a service manager's, not the caller's (:mod:`~collectd_monitor.replacer.environment`).
 
-The helper takes over the lock the plugin handed off, runs
-:meth:`Transaction.apply`, writes the outcome to the report file and exits.
-Its own log goes to ``REPORT.log`` beside the report.
+The process started here is the *guardian* (:mod:`~collectd_monitor.replacer.guardian`):
+it takes over the lock the plugin handed off and forks the worker that runs
+the transaction; if the worker dies midway, the guardian brings collectd back.
+Both log to ``REPORT.log`` beside the report path.
 """
 
 from __future__ import annotations
@@ -26,19 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectd_monitor.codes import ResultCode
-from collectd_monitor.commands.protocol import Result
-from collectd_monitor.plugin_support import OFFLINE_ENV, SAFE_PATH
-from collectd_monitor.replacer.errors import ReplaceFailed
-from collectd_monitor.replacer.lock import ReplaceLock
+from collectd_monitor.replacer import environment
 from collectd_monitor.replacer.paths import ReplacerPaths
-from collectd_monitor.replacer.report import write_report
-from collectd_monitor.replacer.transaction import Transaction
+from collectd_monitor.replacer.report import OutboxTarget
 
 log = logging.getLogger("collectd_monitor.replacer")
 
 MODULE = "collectd_monitor.replacer.helper"
-CLAIM_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,10 +42,16 @@ class HelperSpec:
     task_id: int
     paths: ReplacerPaths
     loads_remote: bool
-    report_to: Path
-    """Where to write the outcome: the report path (published by the plugin) or a CLI's own file."""
+    new_outbox: OutboxTarget | None = None
+    """The outbox of the new config's remote plugin: where a success is reported."""
+    old_outbox: OutboxTarget | None = None
+    """The outbox of the old config's remote plugin: where a failure or rollback is reported."""
+    local_report: Path | None = None
+    """replace-config's own file for the first outcome (instead of an outbox)."""
     expected_broker: str | None = None
     log_level: str = "info"
+    was_running: bool = True
+    """collectd ran when the config was validated (gone by the restart: stopped from outside)."""
 
     def encode(self) -> str:
         return json.dumps(
@@ -57,22 +59,29 @@ class HelperSpec:
                 "task_id": self.task_id,
                 "paths": self.paths.to_dict(),
                 "loads_remote": self.loads_remote,
-                "report_to": str(self.report_to),
+                "new_outbox": self.new_outbox.to_dict() if self.new_outbox else None,
+                "old_outbox": self.old_outbox.to_dict() if self.old_outbox else None,
+                "local_report": str(self.local_report) if self.local_report else None,
                 "expected_broker": self.expected_broker,
                 "log_level": self.log_level,
+                "was_running": self.was_running,
             }
         )
 
     @classmethod
     def decode(cls, text: str) -> HelperSpec:
         data: dict[str, Any] = json.loads(text)
+        local = data.get("local_report")
         return cls(
             task_id=int(data["task_id"]),
             paths=ReplacerPaths.from_dict(data["paths"]),
             loads_remote=bool(data["loads_remote"]),
-            report_to=Path(data["report_to"]),
+            new_outbox=OutboxTarget.from_dict(data.get("new_outbox")),
+            old_outbox=OutboxTarget.from_dict(data.get("old_outbox")),
+            local_report=Path(local) if local else None,
             expected_broker=data.get("expected_broker"),
             log_level=data.get("log_level", "info"),
+            was_running=bool(data.get("was_running", True)),
         )
 
 
@@ -92,13 +101,7 @@ def interpreter() -> str:
 def helper_env() -> dict[str, str]:
     from collectd_monitor.confblock import module_paths
 
-    env = {
-        key: value for key, value in os.environ.items() if key in ("LANG", "LC_ALL", "TZ", "PATH")
-    }
-    env.setdefault("PATH", SAFE_PATH)
-    env["PYTHONPATH"] = os.pathsep.join(module_paths())
-    env.pop(OFFLINE_ENV, None)
-    return env
+    return environment.helper_env(list(module_paths()))
 
 
 def helper_argv(spec: HelperSpec) -> list[str]:
@@ -147,20 +150,6 @@ def spawn(spec: HelperSpec) -> None:
     threading.Thread(target=proc.wait, name="cm-replace-reaper", daemon=True).start()
 
 
-def run(spec: HelperSpec) -> Result:
-    lock = ReplaceLock(spec.paths.lock)
-    try:
-        lock.acquire(spec.task_id, claim_handoff=True, wait=CLAIM_WAIT)
-    except ReplaceFailed as exc:
-        return Result(spec.task_id, exc.code, exc.message)
-    try:
-        return Transaction(spec.paths).apply(
-            spec.task_id, loads_remote=spec.loads_remote, expected_broker=spec.expected_broker
-        )
-    finally:
-        lock.release()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -174,18 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec.log_level == "debug":
         logging.getLogger().setLevel(logging.DEBUG)
     log.info("task %s: helper started", spec.task_id)
-    try:
-        result = run(spec)
-    except Exception as exc:  # the report must be written whatever happens
-        log.exception("task %s: helper failed", spec.task_id)
-        result = Result(
-            spec.task_id,
-            ResultCode.REPLACE_RECOVERY_FAILED,
-            f"the replacement helper failed unexpectedly: {exc}",
-        )
-    log.info("task %s: outcome %s: %s", spec.task_id, ResultCode(result.code).hex, result.message)
-    write_report(spec.report_to, result)
-    return 0
+    from collectd_monitor.replacer.guardian import guard
+
+    return guard(spec)
 
 
 if __name__ == "__main__":

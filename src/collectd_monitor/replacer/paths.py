@@ -44,6 +44,8 @@ DEFAULT_BINARY = "/usr/sbin/collectd"
 REPORT_NAME = "collectd-monitor-replace.json"
 
 MODES = SERVICE_MANAGERS
+MODE_ALIASES = {"direct": "pidfile"}
+INIT_SCRIPT = "/etc/init.d/collectd"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Timing:
     """(StartTimeout) how long a new pid may take to appear."""
     validate: float = 60.0
     """(ValidateTimeout) limit of the ``collectd -T`` run."""
+    watch: float = 60.0
+    """(WatchTime) after success, a death of the new daemon within this long still rolls back."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Timing:
@@ -70,6 +74,7 @@ class Timing:
             "stop": settings.stop_timeout,
             "start": settings.start_timeout,
             "validate": settings.validate_timeout,
+            "watch": settings.watch_time,
         }
         return cls(**{name: value for name, value in given.items() if value is not None})
 
@@ -80,7 +85,7 @@ class ReplacerPaths:
     binary: str
     pid: Path
     report: Path
-    mode: str = "direct"
+    mode: str = "pidfile"
     unit: str = "collectd.service"
     start_command: str | None = None
     stop_command: str | None = None
@@ -90,6 +95,7 @@ class ReplacerPaths:
     lock_dir: str = LOCK_DIR
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", MODE_ALIASES.get(self.mode, self.mode))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         for name in ("config", "pid", "report"):
@@ -209,6 +215,31 @@ def is_collectd(pid: int, proc: str = "/proc") -> bool:
     return bool(argv) and os.path.basename(argv[0]) == "collectd"
 
 
+def is_collectdmon(pid: int, proc: str = "/proc") -> bool:
+    argv = read_cmdline(pid, proc)
+    return bool(argv) and os.path.basename(argv[0]) == "collectdmon"
+
+
+def parent_of(pid: int, proc: str = "/proc") -> int | None:
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="utf-8") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children_of(parent: int, proc: str = "/proc") -> list[int]:
+    """The collectd processes whose parent is ``parent`` (collectdmon's child)."""
+    return [pid for pid in find_collectd_pids(proc) if parent_of(pid, proc) == parent]
+
+
+def monitor_pid_file(monitor: int, proc: str = "/proc") -> str:
+    """collectdmon's own pid file: its ``-P`` (before ``--``), else its built-in default."""
+    argv = read_cmdline(monitor, proc)[1:]
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    return parse_cmdline(own).get("-P", "/var/run/collectdmon.pid")
+
+
 def find_collectd_pids(proc: str = "/proc") -> list[int]:
     pids = []
     for entry in os.listdir(proc):
@@ -218,10 +249,14 @@ def find_collectd_pids(proc: str = "/proc") -> list[int]:
 
 
 def _pid_in(path: str, proc: str) -> int | None:
+    """The collectd a pid file names: itself, or collectdmon's child."""
     try:
         pid = int(Path(path).read_text().strip())
     except (OSError, ValueError):
         return None
+    if is_collectdmon(pid, proc):
+        children = children_of(pid, proc)
+        return children[0] if children else None
     return pid if is_collectd(pid, proc) else None
 
 
@@ -246,6 +281,7 @@ def discover(
     proc: str = "/proc",
     systemd_root: str = "/run/systemd/system",
     cwd: str | None = None,
+    init_script: str = INIT_SCRIPT,
 ) -> ReplacerPaths:
     """Build the paths from ``Services.collectd`` options and the running collectd.
 
@@ -271,6 +307,9 @@ def discover(
     argv = read_cmdline(collectd_pid, proc) if collectd_pid else []
     args = parse_cmdline(argv[1:])
 
+    parent = parent_of(collectd_pid, proc) if collectd_pid else None
+    monitor = parent if parent is not None and is_collectdmon(parent, proc) else None
+
     if settings.config_path:
         config = absolute(settings.config_path, "ConfigPath", cwd)
     elif args.get("-C"):
@@ -281,6 +320,8 @@ def discover(
         pid = absolute(settings.pid_path, "PIDPath", cwd)
     elif args.get("-P"):
         pid = _daemon_path(args["-P"], collectd_pid, proc)
+    elif monitor:
+        pid = monitor_pid_file(monitor, proc) or DEFAULT_PID
     else:
         pid = DEFAULT_PID
     binary = settings.command_path
@@ -300,7 +341,7 @@ def discover(
         report = str(Path(pid).parent / REPORT_NAME)
 
     start, stop = commands.raw("start"), commands.raw("stop")
-    mode = settings.service_manager
+    mode: str | None = settings.service_manager
     unit = None
     if collectd_pid and os.path.isdir(systemd_root):
         unit = systemd_unit_of(collectd_pid, proc)
@@ -309,14 +350,24 @@ def discover(
             mode = "commands"
         elif unit is not None:
             mode = "systemd"
+        elif monitor is not None:
+            mode = "collectdmon"
+        elif os.path.isfile(init_script) and (str(config), str(pid)) == (
+            DEFAULT_CONFIG,
+            DEFAULT_PID,
+        ):
+            mode = "init"
         else:
-            mode = "direct"
-    if mode == "direct" and "-f" in argv[1:]:
+            mode = "pidfile"
+    mode = MODE_ALIASES.get(str(mode).lower(), str(mode).lower())
+    if mode == "pidfile" and "-f" in argv[1:]:
         raise ReplaceFailed(
             ResultCode.REPLACE_PATH_NOT_FOUND,
-            "collectd runs in the foreground (-f) without a pid file or a service manager; "
-            "run it daemonized with a pid file, under systemd, or set "
-            "Services.collectd commands.start/stop",
+            f"collectd (pid {collectd_pid}) runs in the foreground (-f), so it writes no pid "
+            f"file, and not under systemd or collectdmon (its parent is "
+            f"{_describe(parent, proc)}): nothing would bring it back after a restart. "
+            "Run it under systemd, collectdmon or Debian's init script, daemonized with a "
+            "pid file, or set Services.collectd commands.start/stop",
         )
     try:
         timing = Timing.from_options(options)
@@ -325,7 +376,7 @@ def discover(
             binary=str(binary),
             pid=Path(pid),
             report=Path(report),
-            mode=str(mode).lower(),
+            mode=mode,
             unit=settings.unit or unit or "collectd.service",
             start_command=_command_line(start),
             stop_command=_command_line(stop),
@@ -336,6 +387,13 @@ def discover(
         raise ReplaceFailed(
             ResultCode.REPLACE_PATH_NOT_FOUND, f"Services.collectd: {exc}"
         ) from None
+
+
+def _describe(pid: int | None, proc: str) -> str:
+    if pid is None:
+        return "unknown"
+    argv = read_cmdline(pid, proc)
+    return f"{os.path.basename(argv[0]) if argv else '?'} (pid {pid})"
 
 
 def _command_line(spec: Any) -> str | None:

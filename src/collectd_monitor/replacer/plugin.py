@@ -1,45 +1,50 @@
-"""The replacer inside the remote plugin: config pushes, status and report publishing.
+"""The replacer inside the remote plugin: config pushes, status, outcome delivery.
 
 :func:`install` wires three things into a :class:`RemoteAgent`:
 
 * a config handler: on a worker thread, lock, write and validate the pushed
   config (answering 0x2000/0x2001/0x2002/0x200a at once), then hand the lock
-  to the detached helper, which restarts collectd and writes a report;
+  to the detached helper, which restarts collectd. If collectd is stopped
+  during the validation, the validation is killed, ``CONFIG.new`` removed and
+  no helper started (the admin's stop wins, 0x2010);
 * the plugin status file (pid, started/connected, broker) the helper reads to
   tell that the restarted daemon's plugin reached the broker;
-* a publisher that sends a waiting report to the result topic once connected
-  and removes it only after the broker acknowledged it. If the broker is down,
-  the report waits, across restarts, until some plugin can deliver it.
+* a courier that publishes what the helper left in this plugin's outbox (its
+  outcome; a late death's second result) while a replacement is under way.
+  Like every outbox entry it is removed once the broker acknowledged it, and
+  published again after a reconnect or a restart until then.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import signal
+import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.agent import RemoteAgent
 from collectd_monitor.commands.protocol import ConfigRequest, Result
-from collectd_monitor.config import MonitorConfig
+from collectd_monitor.config import MonitorConfig, load_config
+from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer import helper
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.paths import ReplacerPaths, discover
-from collectd_monitor.replacer.report import (
-    PendingReport,
-    PluginStatus,
-    read_report,
-    remove_report,
-    write_plugin_status,
-)
+from collectd_monitor.replacer.report import OutboxTarget, PluginStatus, write_plugin_status
 from collectd_monitor.replacer.transaction import Transaction
+from collectd_monitor.replacer.validate import ProcessResult, module_options
 
 log = logging.getLogger("collectd_monitor.replacer")
 
-POLL_SECONDS = 0.25
-ACK_TIMEOUT = 5.0
+BUSY_POLL = 0.25
+IDLE_POLL = 5.0
+ABORT_WAIT = 2.0
 
 
 def service_options(config: MonitorConfig) -> dict[str, Any]:
@@ -48,6 +53,70 @@ def service_options(config: MonitorConfig) -> dict[str, Any]:
     if service is None:
         return {}
     return {**config.collectd.to_options(), "commands": dict(service.commands)}
+
+
+def lock_busy(path: Path) -> bool:
+    """Whether someone (a replacement helper) holds the replacement lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a shared lock we got
+    return False
+
+
+class AbortableRunner:
+    """Runs the validation's ``collectd -T`` so that a collectd shutdown can kill it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self.aborted = False
+
+    def __call__(
+        self, argv: Sequence[str], env: Mapping[str, str], timeout: float
+    ) -> ProcessResult:
+        with self._lock:
+            if self.aborted:
+                return ProcessResult(130, "not run: collectd is stopping")
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return ProcessResult(127, f"cannot run {argv[0]}: {exc}")
+            self._running.add(proc)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(proc)
+            proc.communicate()
+            return ProcessResult(124, f"timed out after {timeout:g} s")
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        return ProcessResult(proc.returncode, out.decode("utf-8", errors="replace"))
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            for proc in self._running:
+                self._kill(proc)
 
 
 class ConfigReplacer:
@@ -63,18 +132,40 @@ class ConfigReplacer:
         self.config = config
         self.paths = paths
         self.spawn = spawn
+        self.runner = AbortableRunner()
+        self._threads: list[threading.Thread] = []
 
     def __call__(self, request: ConfigRequest, publish: Callable[[Result], None]) -> None:
-        threading.Thread(
+        thread = threading.Thread(
             target=self._run, args=(request, publish), name="cm-replace", daemon=True
-        ).start()
+        )
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def abort(self) -> None:
+        """collectd is stopping: kill a validation under way, start no helper, clean up."""
+        self.runner.abort()
+        for thread in self._threads:
+            thread.join(ABORT_WAIT)
+
+    def _stopped_result(self, task_id: int) -> Result:
+        return Result(
+            task_id,
+            ResultCode.REPLACE_STOPPED_OUTSIDE,
+            "collectd was stopped while the pushed config was being validated; the admin's "
+            "stop wins: nothing was changed and no restart was attempted",
+        )
 
     def _run(self, request: ConfigRequest, publish: Callable[[Result], None]) -> None:
         task_id = request.task_id
         log.debug("task %s: pushed config:\n%s", task_id, request.config)
+        tx = Transaction(self.paths, runner=self.runner)
         try:
-            prepared = Transaction(self.paths).prepare(task_id, request.config, require_remote=True)
+            prepared = tx.prepare(task_id, request.config, require_remote=True)
         except ReplaceFailed as exc:
+            if self.runner.aborted:
+                publish(self._stopped_result(task_id))
+                return
             log.warning("task %s: config push refused (%s)", task_id, exc.code.hex)
             publish(Result(task_id, exc.code, exc.message))
             return
@@ -88,11 +179,17 @@ class ConfigReplacer:
                 )
             )
             return
+        if self.runner.aborted:
+            tx.discard_new()
+            prepared.lock.release()
+            publish(self._stopped_result(task_id))
+            return
         spec = helper.HelperSpec(
             task_id=task_id,
             paths=self.paths,
             loads_remote=prepared.loads_remote,
-            report_to=self.paths.report,
+            new_outbox=_outbox_of(request.config),
+            old_outbox=OutboxTarget.of(self.config),
             expected_broker=self.config.broker.address,
             log_level=self.config.log_level,
         )
@@ -101,6 +198,7 @@ class ConfigReplacer:
             self.spawn(spec)
         except (OSError, ValueError) as exc:
             prepared.lock.acquire(task_id, claim_handoff=True, wait=2.0)
+            tx.discard_new()
             prepared.lock.release()
             log.error("task %s: cannot start the replacement helper: %s", task_id, exc)
             publish(
@@ -119,60 +217,23 @@ class ConfigReplacer:
         )
 
 
-class ReportPublisher:
-    """Publishes the helper's report once connected; removes it once acknowledged."""
-
-    def __init__(self, agent: RemoteAgent, paths: ReplacerPaths) -> None:
-        self.agent = agent
-        self.paths = paths
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._published: PendingReport | None = None
-        self._thread = threading.Thread(target=self._loop, name="cm-replace-report", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                log.exception("error publishing the replacement report")
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-
-    def step(self) -> None:
-        report = read_report(self.paths.report)
-        if report is None or not self.agent.link.connected:
-            return
-        if self._published is None or self._published.inode != report.inode:
-            log.info(
-                "task %s: publishing the replacement outcome (code 0x%04x)",
-                report.result.task_id,
-                report.result.code,
-            )
-            # Published once per file by this process; paho re-sends it after a reconnect.
-            self.agent.publish(report.result)
-            self._published = report
-        if self.agent.link.flush(ACK_TIMEOUT) and remove_report(self.paths.report, report):
-            log.info("task %s: outcome delivered; report removed", report.result.task_id)
+def _outbox_of(text: str) -> OutboxTarget | None:
+    """The outbox of the remote plugin a config loads (validated: its config loads)."""
+    try:
+        return OutboxTarget.of(load_config(module_options(text) or {}))
+    except ConfigError:
+        return None
 
 
 class Replacer:
-    """What :func:`install` set up, for stopping it again."""
+    """What :func:`install` set up: status file, outcome courier; stopped with the agent."""
 
-    def __init__(self, agent: RemoteAgent, paths: ReplacerPaths) -> None:
+    def __init__(self, agent: RemoteAgent, paths: ReplacerPaths, handler: ConfigReplacer) -> None:
         self.agent = agent
         self.paths = paths
-        self.publisher = ReportPublisher(agent, paths)
+        self.handler = handler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._courier, name="cm-replace-out", daemon=True)
 
     def write_status(self, state: str) -> None:
         status = PluginStatus(
@@ -188,14 +249,25 @@ class Replacer:
 
     def on_connected(self) -> None:
         self.write_status("connected")
-        self.publisher.wake()
 
     def start(self) -> None:
         self.write_status("started")
-        self.publisher.start()
+        self._thread.start()
 
     def stop(self) -> None:
-        self.publisher.stop()
+        self._stop.set()
+        self.handler.abort()
+
+    def _courier(self) -> None:
+        """Publish the helper's entries: often while a replacement runs, rarely otherwise."""
+        while not self._stop.is_set():
+            busy = False
+            try:
+                self.agent.deliver_foreign()
+                busy = lock_busy(self.paths.lock)
+            except Exception:
+                log.exception("error delivering the replacement outcome")
+            self._stop.wait(BUSY_POLL if busy else IDLE_POLL)
 
 
 def install(agent: RemoteAgent, *, options: Mapping[str, Any] | None = None) -> Replacer | None:
@@ -218,8 +290,9 @@ def install(agent: RemoteAgent, *, options: Mapping[str, Any] | None = None) -> 
 
         agent.config_handler = refuse
         return None
-    agent.config_handler = ConfigReplacer(config, paths)
-    replacer = Replacer(agent, paths)
+    handler = ConfigReplacer(config, paths)
+    agent.config_handler = handler
+    replacer = Replacer(agent, paths, handler)
     agent.add_connected_hook(replacer.on_connected)
     agent.add_stop_hook(replacer.stop)
     replacer.start()

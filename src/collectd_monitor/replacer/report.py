@@ -1,75 +1,87 @@
-"""Files the helper and the plugins exchange: the outcome report and the plugin status.
+"""Files the helper and the plugins exchange: the outcome and the plugin status.
 
 The helper cannot publish its outcome itself: it runs while collectd (and the
-MQTT session) is down. It writes the result to the report file instead (mode
-0600, temp file + rename, so a reader never sees half of it); the remote
-plugin of whichever collectd runs afterwards publishes it once it is
-connected and only then removes it.
+MQTT session) is down. It drops the result into the **outbox** of the remote
+plugin that runs afterwards (``StateDir/<ClientId>/outbox``, the format of
+:mod:`collectd_monitor.commands.outbox`): the new config's plugin on success,
+the old config's after a rollback. That plugin publishes it once connected and
+removes it once the broker acknowledged it, like any of its own results.
+``replace-config`` reads its outcome from a file of its own instead.
 
 The remote plugin writes its *status* (pid, started/connected, broker, last
-error) beside the report when it starts and each time it connects: that is how
-the helper learns that the restarted daemon's plugin reached the broker.
+error) beside the report path when it starts and each time it connects: that
+is how the helper learns that the restarted daemon's plugin reached the broker.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.outbox import outbox_directory, write_entry
 from collectd_monitor.commands.protocol import Result
+from collectd_monitor.config import MonitorConfig
 from collectd_monitor.fsutil import atomic_write
+
+log = logging.getLogger("collectd_monitor.replacer")
+
+
+@dataclass(frozen=True)
+class OutboxTarget:
+    """A remote plugin's outbox and the topic its results go to."""
+
+    directory: Path
+    topic: str
+
+    @classmethod
+    def of(cls, config: MonitorConfig) -> OutboxTarget | None:
+        directory = outbox_directory(config)
+        return cls(directory, config.result_topic) if directory is not None else None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"directory": str(self.directory), "topic": self.topic}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OutboxTarget | None:
+        if not data:
+            return None
+        return cls(Path(data["directory"]), str(data["topic"]))
+
+    def put(self, result: Result) -> None:
+        """Drop ``result`` into the outbox; ``OSError`` if it cannot be written."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_entry(self.directory, self.topic, result.encode())
 
 
 def write_report(path: Path, result: Result) -> None:
     atomic_write(path, result.encode(), mode=0o600)
 
 
-@dataclass(frozen=True)
-class PendingReport:
-    result: Result
-    inode: int
-    """Identifies this very file: remove it only if it was not replaced meanwhile."""
-
-
-def read_report(path: Path) -> PendingReport | None:
-    """The report waiting at ``path``, or ``None``; a corrupt one becomes a 0x2008 result."""
+def read_report(path: Path) -> Result | None:
+    """The outcome waiting at ``path``, or ``None``; a corrupt one becomes a 0x2008 result."""
     try:
-        with open(path, "rb") as handle:
-            inode = os.fstat(handle.fileno()).st_ino
-            raw = handle.read()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        result = Result.decode(raw)
+        return Result.decode(raw)
     except (ValueError, TypeError):
-        result = Result(
+        return Result(
             task_id=0,
             code=ResultCode.REPLACE_RECOVERY_FAILED,
             message=f"unreadable replacement report {path}",
         )
-    return PendingReport(result, inode)
-
-
-def remove_report(path: Path, report: PendingReport) -> bool:
-    """Remove the report just published, unless a newer one took its place."""
-    try:
-        if os.stat(path).st_ino != report.inode:
-            return False
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
 class PluginStatus:
     pid: int
     state: str
-    """``started`` (config loaded, trying to connect) or ``connected``."""
+    """``started`` (config loaded, trying to connect), ``connected`` or ``stopped``."""
     broker: str = ""
     error: str | None = None
 
@@ -78,7 +90,7 @@ class PluginStatus:
 
 
 def write_plugin_status(path: Path, status: PluginStatus) -> None:
-    atomic_write(path, status.to_json(), mode=0o644)
+    atomic_write(path, status.to_json(), mode=0o644, durable=False)
 
 
 def read_plugin_status(path: Path) -> PluginStatus | None:

@@ -12,13 +12,25 @@ Two halves, because collectd's own process cannot restart collectd:
 ``apply`` (in the detached helper)
     stop collectd (0x2003) and wait until it is really gone: process exited
     (a zombie counts) and pid file removed (0x2004) -> back up the live config
-    (0x2005) -> swap in the new one atomically (0x2006) -> start -> health: a
-    new pid (0x2009), still alive after the settle time, and, if the config
-    loads our remote plugin, that plugin connected to the broker -> on any
-    failure put the old config back and restart (0x2007 recovered, 0x2008 not).
+    (0x2005) -> swap in the new one atomically (0x2006) -> start -> health
+    (:mod:`~collectd_monitor.replacer.health`) -> on any failure put the old
+    config back and restart (0x2007 recovered, 0x2008 not). Under collectdmon
+    the swap comes first and collectdmon restarts collectd in place.
 
-Every effect (service manager, process runner, clock, liveness, broker probe)
-is a constructor parameter, so the step logic is unit-tested without collectd.
+``watch`` (in the helper, after success was reported)
+    a death of the new daemon within ``WatchTime`` rolls back (a second 0x2007).
+
+``recover`` (in the guardian, when the helper died midway)
+    from the last step the helper journaled, bring the host back to a running
+    collectd: on the old config if nothing was swapped or the new one was not
+    yet confirmed; clean up ``CONFIG.new``.
+
+A clean stop from outside (an admin's SIGTERM, ``systemctl stop``) wins: the
+helper never restarts a collectd someone stopped on purpose (0x2010).
+
+Every effect (service manager, process runner, clock, liveness, broker probe,
+journal) is a constructor parameter, so the step logic is unit-tested without
+collectd.
 """
 
 from __future__ import annotations
@@ -26,43 +38,42 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.fsutil import atomic_write
 from collectd_monitor.plugin_support import process_alive
 from collectd_monitor.replacer.errors import ReplaceFailed
+from collectd_monitor.replacer.health import (
+    POLL,
+    Clock,
+    HealthCheck,
+    StoppedOutside,
+    Unhealthy,
+    tcp_probe,
+)
 from collectd_monitor.replacer.lock import ReplaceLock
 from collectd_monitor.replacer.manager import ManagerError, ServiceManager, manager_for
 from collectd_monitor.replacer.paths import ReplacerPaths, check_paths, check_single_daemon
-from collectd_monitor.replacer.report import read_plugin_status
 from collectd_monitor.replacer.static import static_check
 from collectd_monitor.replacer.validate import Runner, collectd_check, run_process
 
 log = logging.getLogger("collectd_monitor.replacer")
 
-POLL = 0.05
+__all__ = ["Clock", "Prepared", "Transaction", "Unhealthy", "tcp_probe"]
+
+Journal = Callable[[str, Mapping[str, Any]], None]
+"""Told each step as it is reached (the guardian recovers from the last one)."""
+
+UNSWAPPED = ("begin", "stopping", "stopped")
+"""Steps after which the live config is certainly still the old one."""
 
 
-@dataclass(frozen=True)
-class Clock:
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    wall: Callable[[], float] = time.time
-
-
-def tcp_probe(address: str, timeout: float = 2.0) -> bool:
-    """Whether something accepts TCP connections at ``host:port`` (``[v6]:port``)."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
+def _no_journal(_step: str, _data: Mapping[str, Any]) -> None:
+    pass
 
 
 @dataclass
@@ -72,14 +83,6 @@ class Prepared:
     task_id: int
     loads_remote: bool
     lock: ReplaceLock = field(repr=False)
-
-
-class Unhealthy(Exception):
-    """The restarted collectd is not fit to keep; the message says why."""
-
-    def __init__(self, message: str, *, no_pid: bool = False) -> None:
-        super().__init__(message)
-        self.no_pid = no_pid
 
 
 class Transaction:
@@ -93,6 +96,7 @@ class Transaction:
         alive: Callable[[int], bool] = process_alive,
         probe: Callable[[str], bool] = tcp_probe,
         proc: str = "/proc",
+        journal: Journal = _no_journal,
     ) -> None:
         self.paths = paths
         self.proc = proc
@@ -100,8 +104,13 @@ class Transaction:
         self.manager = manager or manager_for(paths, runner)
         self.clock = clock or Clock()
         self.alive = alive
-        self.probe = probe
+        self.journal = journal
         self.timing = paths.timing
+        self.health = HealthCheck(
+            paths, self.manager, self.clock, lambda pid: self.alive(pid), probe
+        )
+        self.new_pid: int | None = None
+        """The daemon running the new config, after a successful :meth:`apply`."""
 
     # ------------------------------------------------------------------ prepare
 
@@ -125,8 +134,7 @@ class Transaction:
                     runner=self.runner,
                 )
             except ReplaceFailed:
-                with contextlib.suppress(OSError):
-                    self.paths.new.unlink()
+                self.discard_new()
                 raise
         except BaseException:
             lock.release()
@@ -143,29 +151,77 @@ class Transaction:
                 f"cannot write the new config to {self.paths.new}: {exc.strerror or exc}",
             ) from None
 
+    def discard_new(self) -> None:
+        with contextlib.suppress(OSError):
+            self.paths.new.unlink()
+
     # ------------------------------------------------------------------ apply
 
     def apply(
-        self, task_id: int, *, loads_remote: bool, expected_broker: str | None = None
+        self,
+        task_id: int,
+        *,
+        loads_remote: bool,
+        expected_broker: str | None = None,
+        was_running: bool = False,
     ) -> Result:
-        """Run the restart half; never raises, always returns the outcome to report."""
+        """Run the restart half; never raises, always returns the outcome to report.
+
+        ``was_running``: collectd ran when the config was validated; if it is gone
+        now, someone stopped it meanwhile and nothing is started.
+        """
         try:
-            return self._apply(task_id, loads_remote, expected_broker)
+            return self._apply(task_id, loads_remote, expected_broker, was_running)
         except ReplaceFailed as exc:
+            self.discard_new()
             return Result(task_id, exc.code, exc.message)
 
-    def _apply(self, task_id: int, loads_remote: bool, expected_broker: str | None) -> Result:
+    def _apply(
+        self, task_id: int, loads_remote: bool, expected_broker: str | None, was_running: bool
+    ) -> Result:
         if not self.paths.new.is_file():
             raise ReplaceFailed(
                 ResultCode.REPLACE_PATH_NOT_FOUND, f"the validated config {self.paths.new} is gone"
             )
-        old_pid = self._live_pid()
-        if old_pid is not None:
+        old_pid = self.live_pid()
+        if old_pid is None and was_running:
+            raise ReplaceFailed(
+                ResultCode.REPLACE_STOPPED_OUTSIDE,
+                "collectd was stopped from outside before the helper stopped it; the admin's "
+                "stop wins: the new config was not applied and collectd stays stopped",
+            )
+        if old_pid is not None and not self.manager.in_place:
             log.info("task %s: stopping collectd (pid %d)", task_id, old_pid)
+            self.journal("stopping", {"pid": old_pid})
             try:
                 self._stop(old_pid)
             except ReplaceFailed as exc:
-                raise ReplaceFailed(exc.code, exc.message + self._ensure_running()) from None
+                raise ReplaceFailed(exc.code, exc.message + self._ensure_running()[1]) from None
+            self.journal("stopped", {})
+        self.journal("swapping", {})
+        self._swap()
+        self.journal("swapped", {})
+        log.info("task %s: config swapped (backup in %s); restarting", task_id, self.paths.backup)
+        try:
+            pid = self._start(old_pid)
+            self.journal("started", {"pid": pid})
+            note = self.health.check(pid, loads_remote, expected_broker)
+        except StoppedOutside as why:
+            return self._keep_stopped(task_id, why)
+        except Unhealthy as why:
+            log.warning("task %s: the new config failed: %s; rolling back", task_id, why)
+            return self.rollback(
+                task_id, f"the new config failed after the restart: {why}", no_pid=why.no_pid
+            )
+        log.info("task %s: collectd runs with the new config (pid %d)", task_id, pid)
+        self.new_pid = pid
+        return Result(
+            task_id,
+            ResultCode.SUCCESS,
+            f"collectd restarted with the new config (pid {pid}, was {old_pid})" + note,
+        )
+
+    def _swap(self) -> None:
         try:
             original_mode = self.paths.config.stat().st_mode & 0o7777
             atomic_write(self.paths.backup, self.paths.config.read_bytes(), mode=original_mode)
@@ -173,7 +229,7 @@ class Transaction:
             raise ReplaceFailed(
                 ResultCode.REPLACE_BACKUP_FAILED,
                 f"cannot back up {self.paths.config} to {self.paths.backup}: "
-                f"{exc.strerror or exc}" + self._ensure_running(),
+                f"{exc.strerror or exc}" + self._ensure_running()[1],
             ) from None
         try:
             os.replace(self.paths.new, self.paths.config)
@@ -181,24 +237,10 @@ class Transaction:
             raise ReplaceFailed(
                 ResultCode.REPLACE_SWAP_FAILED,
                 f"cannot move {self.paths.new} to {self.paths.config}: {exc.strerror or exc}"
-                + self._ensure_running(),
+                + self._ensure_running()[1],
             ) from None
-        log.info(
-            "task %s: config swapped (backup in %s); starting collectd", task_id, self.paths.backup
-        )
-        try:
-            pid, note = self._start_and_check(loads_remote, expected_broker)
-        except Unhealthy as why:
-            log.warning("task %s: the new config failed: %s; rolling back", task_id, why)
-            return self._rollback(task_id, why)
-        log.info("task %s: collectd runs with the new config (pid %d)", task_id, pid)
-        return Result(
-            task_id,
-            ResultCode.SUCCESS,
-            f"collectd restarted with the new config (pid {pid}, was {old_pid})" + note,
-        )
 
-    def _live_pid(self) -> int | None:
+    def live_pid(self) -> int | None:
         pid = self.manager.pid()
         return pid if pid is not None and self.alive(pid) else None
 
@@ -226,101 +268,74 @@ class Transaction:
                 )
             self.clock.sleep(POLL)
 
-    def _ensure_running(self) -> str:
+    def _ensure_running(self) -> tuple[bool, str]:
         """After an early failure (config untouched): make sure the old collectd runs."""
-        pid = self._live_pid()
+        pid = self.live_pid()
         if pid is not None:
-            return f"; collectd (pid {pid}) keeps running with the old config"
+            return True, f"; collectd (pid {pid}) keeps running with the old config"
         try:
-            pid = self._start()
-        except (ManagerError, Unhealthy) as exc:
-            return f"; collectd is NOT running: restarting it with the old config failed: {exc}"
-        return f"; collectd was restarted with the old config (pid {pid})"
+            pid = self._start(None)
+        except Unhealthy as exc:
+            return False, (
+                f"; collectd is NOT running: restarting it with the old config failed: {exc}"
+            )
+        return True, f"; collectd was restarted with the old config (pid {pid})"
 
-    def _start(self) -> int:
-        """Start collectd and return its new pid (one the pid file did not name before)."""
+    def _start(self, old_pid: int | None) -> int:
+        """(Re)start collectd on the live config; its new pid, or :class:`Unhealthy`."""
         before = self.manager.pid()
-        self.manager.start()
-        return self._wait_new_pid(before)
-
-    def _wait_new_pid(self, old_pid: int | None) -> int:
-        deadline = self.clock.monotonic() + self.timing.start
-        while True:
-            pid = self.manager.pid()
-            if pid is not None and pid != old_pid:
-                if self.alive(pid):
-                    return pid
-                raise Unhealthy(f"collectd (pid {pid}) exited right after it started")
-            if self.clock.monotonic() >= deadline:
-                raise Unhealthy(f"no new collectd pid within {self.timing.start:g} s", no_pid=True)
-            self.clock.sleep(POLL)
-
-    def _start_and_check(self, loads_remote: bool, expected_broker: str | None) -> tuple[int, str]:
         try:
-            pid = self._start()
+            if self.manager.in_place:
+                self.manager.restart(before)
+            else:
+                self.manager.start()
         except ManagerError as exc:
             raise Unhealthy(str(exc)) from None
-        return pid, self._check_health(pid, loads_remote, expected_broker)
+        return self.health.wait_new_pid(before if before is not None else old_pid)
 
-    def _check_health(self, pid: int, loads_remote: bool, expected_broker: str | None) -> str:
-        """Alive after the settle time and, with our plugin loaded, connected. Returns a note."""
-        started = self.clock.monotonic()
-        wait_plugin = max(self.timing.connect, self.timing.settle)
-        while True:
-            if not self.alive(pid):
-                raise Unhealthy(
-                    f"collectd (pid {pid}) exited {self.clock.monotonic() - started:.1f} s "
-                    "after it started"
-                )
-            elapsed = self.clock.monotonic() - started
-            status = read_plugin_status(self.paths.plugin_status) if loads_remote else None
-            ours = status is not None and status.pid == pid
-            connected = not loads_remote or (
-                ours and status is not None and status.state == "connected"
+    # ------------------------------------------------------------------ after the restart
+
+    def _restore_old(self) -> None:
+        """Put the backup back as the live config; keep the rejected one. ``OSError`` on failure."""
+        backup = self.paths.backup.read_bytes()
+        with contextlib.suppress(OSError):
+            live = self.paths.config.read_bytes()
+            if live != backup:
+                atomic_write(self.paths.rejected, live, mode=0o600)
+        atomic_write(self.paths.config, backup, mode=self.paths.backup.stat().st_mode & 0o7777)
+
+    def _keep_stopped(self, task_id: int, why: Unhealthy) -> Result:
+        log.warning("task %s: %s; the admin's stop wins", task_id, why)
+        try:
+            self._restore_old()
+        except OSError as exc:
+            return Result(
+                task_id,
+                ResultCode.REPLACE_STOPPED_OUTSIDE,
+                f"{why}; the admin's stop wins: collectd stays stopped, on the new config "
+                f"(restoring the old one failed: {exc.strerror or exc})",
             )
-            if elapsed >= self.timing.settle and connected:
-                return ""
-            if loads_remote and elapsed >= wait_plugin:
-                break
-            self.clock.sleep(POLL)
-        if status is None or not ours:
-            raise Unhealthy(
-                f"the remote plugin did not start in the new collectd within {wait_plugin:g} s"
-            )
-        error = f" ({status.error})" if status.error else ""
-        if self.probe(status.broker):
-            raise Unhealthy(
-                f"the remote plugin did not connect to the broker {status.broker}, "
-                f"which is up{error}"
-            )
-        if expected_broker is not None and status.broker != expected_broker:
-            raise Unhealthy(
-                f"the new config points the remote plugin at {status.broker}, "
-                f"which is unreachable{error}"
-            )
-        return (
-            f"; the broker {status.broker} is unreachable, so the plugin's connection "
-            "could not be checked; this result is published once it is back"
+        return Result(
+            task_id,
+            ResultCode.REPLACE_STOPPED_OUTSIDE,
+            f"{why} while the new config was being checked; the admin's stop wins: collectd "
+            f"stays stopped, the old config is back in place (the new one is kept in "
+            f"{self.paths.rejected})",
         )
 
-    # ------------------------------------------------------------------ rollback
-
-    def _rollback(self, task_id: int, why: Unhealthy) -> Result:
-        failed = f"the new config failed after the restart: {why}"
-        pid = self._live_pid()
-        if pid is not None:
-            try:
-                self._stop(pid)
-            except ReplaceFailed:
-                self.manager.kill(pid)
-                self._wait_gone(pid)
+    def rollback(self, task_id: int, failed: str, *, no_pid: bool = False) -> Result:
+        """Put the old config back and start it (0x2007), or say why not (0x2008/0x2009)."""
+        self.journal("rolling-back", {})
+        if not self.manager.in_place:
+            pid = self.live_pid()
+            if pid is not None:
+                try:
+                    self._stop(pid)
+                except ReplaceFailed:
+                    self.manager.kill(pid)
+                    self._wait_gone(pid)
         try:
-            with contextlib.suppress(OSError):
-                atomic_write(self.paths.rejected, self.paths.config.read_bytes(), mode=0o600)
-            backup = self.paths.backup
-            atomic_write(
-                self.paths.config, backup.read_bytes(), mode=backup.stat().st_mode & 0o7777
-            )
+            self._restore_old()
         except OSError as exc:
             return Result(
                 task_id,
@@ -330,11 +345,18 @@ class Transaction:
             )
         log.info("task %s: old config restored; starting collectd", task_id)
         try:
-            pid, _ = self._start_and_check(loads_remote=False, expected_broker=None)
+            pid = self._start(None)
+            self.health.check(pid, False, None)
+        except StoppedOutside as why:
+            return Result(
+                task_id,
+                ResultCode.REPLACE_STOPPED_OUTSIDE,
+                f"{failed}; the old config is back in place, but {why}: it stays stopped",
+            )
         except Unhealthy as again:
             code = (
                 ResultCode.REPLACE_NO_NEW_PID
-                if why.no_pid and again.no_pid
+                if no_pid and again.no_pid
                 else ResultCode.REPLACE_RECOVERY_FAILED
             )
             return Result(
@@ -351,3 +373,57 @@ class Transaction:
         deadline = self.clock.monotonic() + self.timing.stop
         while self.alive(pid) and self.clock.monotonic() < deadline:
             self.clock.sleep(POLL)
+
+    def watch(self, task_id: int, pid: int, until: float) -> Result | None:
+        """Watch the new daemon until ``until`` (monotonic); roll back if it dies meanwhile.
+
+        Returns the second result of a late death, or ``None`` when the daemon
+        lived through the window or was stopped from outside (the admin's stop wins).
+        """
+        started = self.clock.monotonic()
+        while self.clock.monotonic() < until:
+            if not self.alive(pid):
+                verdict = self.health.exited(pid, started)
+                if isinstance(verdict, StoppedOutside):
+                    log.info("task %s: %s during the watch; not restarted", task_id, verdict)
+                    return None
+                log.warning("task %s: late death of collectd (pid %d); rolling back", task_id, pid)
+                return self.rollback(
+                    task_id,
+                    f"late death: collectd (pid {pid}) with the new config died after the "
+                    f"replacement was reported successful (within WatchTime "
+                    f"{self.timing.watch:g} s)",
+                )
+            self.clock.sleep(min(0.2, max(until - self.clock.monotonic(), 0.0)))
+        log.info("task %s: collectd (pid %d) lived through the watch", task_id, pid)
+        return None
+
+    # ------------------------------------------------------------------ the guardian's side
+
+    def recover(self, task_id: int, died: str, state: Mapping[str, Any]) -> Result | None:
+        """Bring collectd back after the helper died at the step ``state`` records."""
+        step = str(state.get("step", "begin"))
+        if step == "finished":
+            return None
+        if step == "reported":
+            return self.watch(task_id, int(state["pid"]), float(state["until"]))
+        swapped = step not in UNSWAPPED and not (step == "swapping" and self.paths.new.is_file())
+        if swapped:
+            return self.rollback(task_id, f"{died} after the config was swapped")
+        self.discard_new()
+        if step == "stopping":
+            pid = int(state["pid"])
+            if self.alive(pid):
+                try:
+                    self._stop(pid)
+                except ReplaceFailed:
+                    self.manager.kill(pid)
+                    self._wait_gone(pid)
+        running, note = self._ensure_running()
+        if not running:
+            code = ResultCode.REPLACE_RECOVERY_FAILED
+        elif step == "begin":
+            code = ResultCode.REPLACE_STOP_FAILED
+        else:
+            code = ResultCode.REPLACE_RECOVERED
+        return Result(task_id, code, f"{died} before the config was swapped{note}")

@@ -17,7 +17,6 @@ Two stages, in this order:
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
-from collectd_monitor.plugin_support import OFFLINE_ENV
 from collectd_monitor.replacer.confsyntax import ConfSyntaxError, Node, parse
+from collectd_monitor.replacer.environment import validation_env
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.static import (
     DEFAULT_MAX_CONFIG_BYTES,
@@ -77,9 +76,8 @@ def run_process(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> 
 
 
 def offline_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env[OFFLINE_ENV] = "1"
-    return env
+    """A service manager's environment (not the caller's), with our plugins offline."""
+    return validation_env(base)
 
 
 _ERRORISH = re.compile(
