@@ -11,10 +11,8 @@ command's true exit status; death by signal N reads as 128+N, as in a shell.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import queue
 import selectors
 import signal
@@ -27,11 +25,10 @@ from dataclasses import dataclass, field
 from collectd_monitor.cmdline import direct_argv
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
-from collectd_monitor.plugin_support import SAFE_PATH
+from collectd_monitor.runas import SHELL, child_env, identity_of
 
 log = logging.getLogger(__name__)
 
-SHELL = "/bin/sh"
 _READ_CHUNK = 65536
 _DRAIN_AFTER_EXIT = 0.5
 """How long to keep reading after the command exited while a background child
@@ -91,53 +88,6 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _child_env(spec: CommandSpec, account: pwd.struct_passwd | None) -> dict[str, str] | None:
-    if spec.env_allow is None and not spec.env and account is None:
-        return None  # inherit collectd's environment, as the original does
-    base = (
-        os.environ
-        if spec.env_allow is None
-        else {name: os.environ[name] for name in spec.env_allow if name in os.environ}
-    )
-    env = dict(base)
-    env.setdefault("PATH", SAFE_PATH)
-    if account is not None:  # a login's variables, never root's
-        env.update(
-            HOME=account.pw_dir,
-            USER=account.pw_name,
-            LOGNAME=account.pw_name,
-            SHELL=account.pw_shell or SHELL,
-        )
-    env.update(spec.env)
-    return env
-
-
-@dataclass(frozen=True)
-class _Identity:
-    """Who a command runs as: uid, primary gid and supplementary groups."""
-
-    account: pwd.struct_passwd | None
-    group: str | int | None
-    extra_groups: list[int] | None
-
-
-def _identity(spec: CommandSpec) -> _Identity:
-    """Drop root completely for ``user``: its primary group and its groups (initgroups).
-
-    Raises ``KeyError`` for an unknown user or group.
-    """
-    if spec.user is None:
-        return _Identity(None, spec.group, None)
-    account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
-    if spec.group is not None:
-        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
-    else:
-        gid = account.pw_gid
-    if os.geteuid() != 0:  # cannot change groups anyway; let Popen report it
-        return _Identity(account, gid, None)
-    return _Identity(account, gid, sorted(set(os.getgrouplist(account.pw_name, gid))))
-
-
 class Handle:
     """A command being run; lets another thread end it."""
 
@@ -190,8 +140,8 @@ def run_command(
     handle = handle or Handle()
     started = time.monotonic()
     try:
-        identity = _identity(spec)
-        env = _child_env(spec, identity.account)
+        identity = identity_of(spec)
+        env = child_env(spec, identity.account)
         proc = subprocess.Popen(
             _argv(spec, env),
             stdin=subprocess.DEVNULL,

@@ -46,10 +46,10 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
-def process_alive(pid: int) -> bool:
+def process_alive(pid: int, proc: str = "/proc") -> bool:
     """True while ``pid`` runs; a zombie counts as exited (collectd may linger as one)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
+        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="replace") as stat:
             state = stat.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False

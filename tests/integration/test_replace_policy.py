@@ -29,7 +29,8 @@ import pytest
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import format_timestamp
 from collectd_monitor.commands.security import Signer
-from collectd_monitor.replacer.paths import REPORT_NAME, find_collectd_pids
+from collectd_monitor.replacer.paths import REPORT_NAME
+from collectd_monitor.replacer.procfs import find_collectd_pids
 from collectd_monitor.testing.sandbox import COLLECTD, process_alive, wait_for
 
 from ..conftest import HELLO_SERVICES, Monitor, command_message, next_task_id, pids_of

@@ -22,7 +22,8 @@ import pytest
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.replacer.environment import PAUSE_ENV
 from collectd_monitor.replacer.manager import read_pid_file
-from collectd_monitor.replacer.paths import REPORT_NAME, is_collectd, parent_of
+from collectd_monitor.replacer.paths import REPORT_NAME
+from collectd_monitor.replacer.procfs import is_collectd, parent_of
 from collectd_monitor.testing.sandbox import COLLECTD, process_alive, wait_for
 
 from ..conftest import HELLO_SERVICES, Monitor, pids_of

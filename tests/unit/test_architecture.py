@@ -34,6 +34,7 @@ CORE_MODULES = {
     "fsutil",
     "logsetup",
     "plugin_support",
+    "runas",
     "runtime",
     "schema",
     "security_config",

@@ -20,10 +20,10 @@ from collectd_monitor.replacer.paths import (
     ReplacerPaths,
     Timing,
     check_single_daemon,
-    daemons_using,
     discover,
     lock_path_for,
 )
+from collectd_monitor.replacer.procfs import daemons_using
 from collectd_monitor.replacer.static import static_check
 from collectd_monitor.replacer.transaction import Transaction
 from collectd_monitor.replacer.validate import ProcessResult

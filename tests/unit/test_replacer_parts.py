@@ -15,7 +15,8 @@ from collectd_monitor.commands.protocol import Result
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.helper import HelperSpec, interpreter
 from collectd_monitor.replacer.lock import ReplaceLock
-from collectd_monitor.replacer.paths import ReplacerPaths, Timing, discover, parse_cmdline
+from collectd_monitor.replacer.paths import ReplacerPaths, Timing, discover
+from collectd_monitor.replacer.procfs import parse_cmdline
 from collectd_monitor.replacer.report import OutboxTarget, read_report, write_report
 from collectd_monitor.replacer.validate import (
     error_lines,

@@ -27,7 +27,8 @@ from typing import Protocol
 
 from collectd_monitor.plugin_support import process_alive
 from collectd_monitor.replacer.environment import daemon_env
-from collectd_monitor.replacer.paths import ReplacerPaths, children_of, is_collectdmon
+from collectd_monitor.replacer.paths import ReplacerPaths
+from collectd_monitor.replacer.procfs import children_of, is_collectdmon
 from collectd_monitor.replacer.validate import ProcessResult, Runner, run_process
 
 INIT_SCRIPT = "/etc/init.d/collectd"

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,19 @@ from typing import Any
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.replacer.errors import ReplaceFailed
+from collectd_monitor.replacer.procfs import (
+    DEFAULT_CONFIG,
+    _pid_in,
+    daemon_path,
+    daemons_using,
+    find_collectd_pids,
+    is_collectdmon,
+    monitor_pid_file,
+    parent_of,
+    parse_cmdline,
+    read_cmdline,
+    systemd_unit_of,
+)
 from collectd_monitor.replacer.static import DEFAULT_MAX_CONFIG_BYTES
 from collectd_monitor.schema import Section
 from collectd_monitor.services import SERVICE_MANAGERS, CollectdServiceSettings
@@ -38,7 +51,6 @@ log = logging.getLogger("collectd_monitor.replacer")
 
 LOCK_DIR = "/run/lock/collectd-monitor"
 """Where replacement locks live: one per live config file, whatever the other paths."""
-DEFAULT_CONFIG = "/etc/collectd/collectd.conf"
 DEFAULT_PID = "/var/run/collectd.pid"
 DEFAULT_BINARY = "/usr/sbin/collectd"
 REPORT_NAME = "collectd-monitor-replace.json"
@@ -188,92 +200,6 @@ def absolute(path: str, what: str, cwd: str | None = None) -> str:
     return resolved
 
 
-def parse_cmdline(argv: Sequence[str]) -> dict[str, str]:
-    """The ``-C`` and ``-P`` arguments of a collectd command line (both spellings)."""
-    found: dict[str, str] = {}
-    args = list(argv)
-    for index, arg in enumerate(args):
-        for flag in ("-C", "-P"):
-            if arg == flag and index + 1 < len(args):
-                found[flag] = args[index + 1]
-            elif arg.startswith(flag) and len(arg) > 2:
-                found[flag] = arg[2:]
-    return found
-
-
-def read_cmdline(pid: int, proc: str = "/proc") -> list[str]:
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def is_collectd(pid: int, proc: str = "/proc") -> bool:
-    argv = read_cmdline(pid, proc)
-    return bool(argv) and os.path.basename(argv[0]) == "collectd"
-
-
-def is_collectdmon(pid: int, proc: str = "/proc") -> bool:
-    argv = read_cmdline(pid, proc)
-    return bool(argv) and os.path.basename(argv[0]) == "collectdmon"
-
-
-def parent_of(pid: int, proc: str = "/proc") -> int | None:
-    try:
-        with open(f"{proc}/{pid}/stat", encoding="utf-8") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def children_of(parent: int, proc: str = "/proc") -> list[int]:
-    """The collectd processes whose parent is ``parent`` (collectdmon's child)."""
-    return [pid for pid in find_collectd_pids(proc) if parent_of(pid, proc) == parent]
-
-
-def monitor_pid_file(monitor: int, proc: str = "/proc") -> str:
-    """collectdmon's own pid file: its ``-P`` (before ``--``), else its built-in default."""
-    argv = read_cmdline(monitor, proc)[1:]
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    return parse_cmdline(own).get("-P", "/var/run/collectdmon.pid")
-
-
-def find_collectd_pids(proc: str = "/proc") -> list[int]:
-    pids = []
-    for entry in os.listdir(proc):
-        if entry.isdigit() and is_collectd(int(entry), proc):
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def _pid_in(path: str, proc: str) -> int | None:
-    """The collectd a pid file names: itself, or collectdmon's child."""
-    try:
-        pid = int(Path(path).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if is_collectdmon(pid, proc):
-        children = children_of(pid, proc)
-        return children[0] if children else None
-    return pid if is_collectd(pid, proc) else None
-
-
-def systemd_unit_of(pid: int, proc: str = "/proc") -> str | None:
-    """The ``*.service`` a process runs in, from its cgroup, if systemd manages it."""
-    try:
-        with open(f"{proc}/{pid}/cgroup", encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        for part in line.rsplit(":", 1)[-1].split("/"):
-            if part.endswith(".service"):
-                return part
-    return None
-
-
 def discover(
     options: Mapping[str, Any],
     *,
@@ -313,13 +239,13 @@ def discover(
     if settings.config_path:
         config = absolute(settings.config_path, "ConfigPath", cwd)
     elif args.get("-C"):
-        config = _daemon_path(args["-C"], collectd_pid, proc)
+        config = daemon_path(args["-C"], collectd_pid, proc)
     else:
         config = DEFAULT_CONFIG
     if settings.pid_path:
         pid = absolute(settings.pid_path, "PIDPath", cwd)
     elif args.get("-P"):
-        pid = _daemon_path(args["-P"], collectd_pid, proc)
+        pid = daemon_path(args["-P"], collectd_pid, proc)
     elif monitor:
         pid = monitor_pid_file(monitor, proc) or DEFAULT_PID
     else:
@@ -429,49 +355,6 @@ def check_paths(paths: ReplacerPaths) -> None:
 
 
 # --------------------------------------------------------------------------- running daemons
-
-
-def _daemon_path(path: str, pid: int | None, proc: str) -> str:
-    """A path from a daemon's command line, made absolute against the daemon's directory.
-
-    A daemonized collectd has moved into its ``BaseDir``, so for a relative
-    argument this is a best guess; the daemons this package starts get
-    absolute paths.
-    """
-    if os.path.isabs(path) or pid is None:
-        return os.path.normpath(path) if os.path.isabs(path) else path
-    try:
-        base = os.readlink(f"{proc}/{pid}/cwd")
-    except OSError:
-        return path
-    return os.path.normpath(os.path.join(base, path))
-
-
-def _alive(pid: int, proc: str) -> bool:
-    try:
-        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def daemons_using(config: os.PathLike[str] | str, proc: str = "/proc") -> list[int]:
-    """Running collectd processes whose config is ``config``: their ``-C``, else the default.
-
-    Test runs (``-t``/``-T``) and zombies do not count; paths are compared
-    with symlinks resolved.
-    """
-    target = os.path.realpath(config)
-    found = []
-    for pid in find_collectd_pids(proc):
-        argv = read_cmdline(pid, proc)[1:]
-        if "-t" in argv or "-T" in argv or not _alive(pid, proc):
-            continue
-        used = _daemon_path(parse_cmdline(argv).get("-C", DEFAULT_CONFIG), pid, proc)
-        if os.path.realpath(used) == target:
-            found.append(pid)
-    return found
 
 
 def check_single_daemon(paths: ReplacerPaths, recorded: int | None, proc: str = "/proc") -> None:
