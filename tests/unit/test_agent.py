@@ -7,6 +7,7 @@ Commands really run, on a real executor.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -350,6 +351,21 @@ def test_a_duplicate_task_id_is_refused_and_survives_a_restart(
     again, again_link = make_agent()
     again.handle_message(message(command(task_id=21)))
     assert refusal(again_link)["code"] == ResultCode.DUPLICATE_TASK
+
+
+def test_a_reused_task_id_with_new_content_runs_but_a_redelivery_does_not(
+    make_agent: Agents,
+) -> None:
+    agent, link = make_agent()
+    first = command(task_id=22)
+    agent.handle_message(message(first))
+    link.wait_for(RESULT_TOPIC, 1)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    reused = {**command(task_id=22), "timestamp": format_timestamp(earlier)}
+    agent.handle_message(message(reused))
+    agent.handle_message(message(first))  # the very same message again: refused
+    results = link.wait_for(RESULT_TOPIC, 3)
+    assert sorted(r.body["code"] for r in results) == [0, 0, ResultCode.DUPLICATE_TASK]
 
 
 def test_unsigned_and_forged_messages_are_refused_when_signatures_are_required(

@@ -32,7 +32,7 @@ from collectd_monitor.commands.protocol import (
     format_timestamp,
 )
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
-from collectd_monitor.commands.seen import SeenTasks
+from collectd_monitor.commands.seen import SeenTasks, message_digest
 from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
 from collectd_monitor.errors import ProtocolError
@@ -219,18 +219,26 @@ class RemoteAgent:
             request = decode_request(payload)
             for verify in self.verifiers:
                 verify(request)
-            if not self.seen.add(request.task_id):
-                raise ProtocolError(
-                    ResultCode.DUPLICATE_TASK,
-                    f"task {request.task_id} was already received",
-                    request.task_id,
-                )
+            self._refuse_duplicate(request)
             if isinstance(request, ConfigRequest):
                 self._handle_config(request, reply)
             else:
                 self._handle_command(request, reply)
         except ProtocolError as exc:
             self._refuse(exc, reply)
+
+    def _refuse_duplicate(self, request: Request) -> None:
+        """Remember ``request``; refuse it (0x1100) if this very message was seen before.
+
+        A duplicate is the same task_id with the same content (signature aside):
+        a redelivery or a replay. A new message that reuses a task_id runs.
+        """
+        if not self.seen.add(request.task_id, message_digest(request.fields)):
+            raise ProtocolError(
+                ResultCode.DUPLICATE_TASK,
+                f"task {request.task_id} was already received with the same content",
+                request.task_id,
+            )
 
     def _refuse(self, exc: ProtocolError, reply: ReplyTo | None = None) -> None:
         if exc.task_id is None:
