@@ -478,3 +478,20 @@ def test_stopping_one_plugin_does_not_abort_the_other_plugins_command(tmp_path: 
     assert outcomes == [ResultCode.COMMAND_ABORTED]
     assert pool.closed and shared.holders == 0
     assert shared.acquire(config).executor is not pool  # a new start gets a new pool
+
+
+def test_a_result_carries_stderr_beside_stdout_and_refusals_carry_none(
+    make_agent: Agents,
+) -> None:
+    services = {"svc": {"commands": {"both": "echo out; echo inactive >&2; exit 3"}}}
+    agent, link = make_agent(Services=services)
+    agent.handle_message(message(command("svc", "both", task_id=51)))
+    agent.handle_message(message(command("svc", "nope", task_id=52)))
+    results = {r.body["task_id"]: r.body for r in link.wait_for(RESULT_TOPIC, 2)}
+    assert (results[51]["code"], results[51]["message"], results[51]["stderr"]) == (
+        3,
+        "out",
+        "inactive",
+    )
+    assert "stderr" not in results[52]
+    assert Result.decode(json.dumps(results[51])).stderr == "inactive"

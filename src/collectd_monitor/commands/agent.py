@@ -286,7 +286,7 @@ class RemoteAgent:
             )
             if outcome.errors and outcome.code != 0:
                 log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
-            self.publish(Result(task_id=task_id, code=outcome.code, message=outcome.message), reply)
+            self.publish(command_result(task_id, outcome), reply)
 
         log.info("task %s: running %s", task_id, spec.label)
         try:
@@ -303,6 +303,12 @@ class RemoteAgent:
             if reply.correlation is not None:
                 properties.CorrelationData = reply.correlation
             self.link.publish(reply.topic, payload, self.config.broker.qos, properties=properties)
+
+
+def command_result(task_id: int, outcome: Outcome) -> Result:
+    """A command's result: stdout in ``message`` (as the original), stderr beside it."""
+    stderr = "" if outcome.start_failed else outcome.errors
+    return Result(task_id=task_id, code=outcome.code, message=outcome.message, stderr=stderr)
 
 
 def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
