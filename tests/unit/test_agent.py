@@ -495,3 +495,31 @@ def test_a_result_carries_stderr_beside_stdout_and_refusals_carry_none(
     )
     assert "stderr" not in results[52]
     assert Result.decode(json.dumps(results[51])).stderr == "inactive"
+
+
+def test_a_service_added_to_config_json_is_served_without_a_restart(
+    make_agent: Agents,
+) -> None:
+    from collectd_monitor.configwatch import ConfigWatch
+    from collectd_monitor.runtime import reload_for_plugin
+
+    agent, link = make_agent()
+    assert agent.config.source is not None
+    options = {"MonitorConfigPath": agent.config.source}
+    agent.watch_config(
+        ConfigWatch(
+            agent.config,
+            load=lambda: reload_for_plugin("test", options),
+            apply=agent.apply_config,
+            interval=3600,
+        )
+    )
+    agent.handle_message(message(command("added", "run", task_id=61)))
+    path = Path(agent.config.source)
+    data = json.loads(path.read_text())
+    data["Services"]["added"] = {"commands": {"run": "echo new"}}
+    path.write_text(json.dumps(data))
+    agent.handle_message(message(command("added", "run", task_id=62)))
+    results = {r.body["task_id"]: r.body for r in link.wait_for(RESULT_TOPIC, 2)}
+    assert results[61]["code"] == ResultCode.UNKNOWN_SERVICE
+    assert (results[62]["code"], results[62]["message"]) == (0, "new")

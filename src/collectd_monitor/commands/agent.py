@@ -35,6 +35,7 @@ from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.commands.seen import SeenTasks, message_digest
 from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
+from collectd_monitor.configwatch import Change, ConfigWatch
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
 
@@ -96,7 +97,9 @@ class RemoteAgent:
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
         )
         self.config_handler = config_handler
+        self._own_verifiers = verifiers is None
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
+        self.config_watch: ConfigWatch | None = None
         state = Path(config.state_dir) if config.state_dir else None
         if state is not None:
             state = state / _safe_name(config.broker.client_id)
@@ -165,6 +168,27 @@ class RemoteAgent:
             except Exception:
                 log.exception("error in on-connect hook")
 
+    # -- config reload -------------------------------------------------------------------
+
+    def watch_config(self, watch: ConfigWatch) -> None:
+        """Check ``watch`` before each message; its timer runs until :meth:`stop`."""
+        self.config_watch = watch
+        self.add_stop_hook(watch.stop)
+        watch.start()
+
+    def _refresh_config(self) -> None:
+        if self.config_watch is not None:
+            try:
+                self.config_watch.check()
+            except Exception:  # never lose a message over a reload
+                log.exception("error while reloading the config")
+
+    def apply_config(self, change: Change) -> None:
+        """Serve with a reloaded config: Services and Security apply to the next message."""
+        self.config = change.config
+        if self._own_verifiers:
+            self.verifiers = default_verifiers(change.config)
+
     # -- the outbox ---------------------------------------------------------------------
 
     def _send(self, entry: Entry) -> None:
@@ -215,6 +239,7 @@ class RemoteAgent:
         self.handle_payload(bytes(message.payload), reply)
 
     def handle_payload(self, payload: bytes, reply: ReplyTo | None = None) -> None:
+        self._refresh_config()
         try:
             request = decode_request(payload)
             for verify in self.verifiers:
