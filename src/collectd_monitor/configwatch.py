@@ -58,7 +58,9 @@ class Change:
 
 
 def needs_restart(old: MonitorConfig, new: MonitorConfig) -> tuple[str, ...]:
-    return tuple(name for field, name in RESTART_FIELDS if getattr(old, field) != getattr(new, field))
+    return tuple(
+        name for field, name in RESTART_FIELDS if getattr(old, field) != getattr(new, field)
+    )
 
 
 def file_key(path: str) -> FileKey | None:
@@ -111,7 +113,7 @@ class ConfigWatch:
             try:
                 new = self.load()
             except ConfigError as exc:
-                log.error("config.json changed but does not load: %s; keeping the running config", exc)
+                log.error("the changed config does not load: %s; keeping the running config", exc)
                 return False
             change = Change(new, needs_restart(self.current, new))
             self.current = new
