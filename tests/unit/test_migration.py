@@ -116,3 +116,27 @@ def test_a_replaced_file_is_noticed_by_its_inode(tmp_path: Path) -> None:
     assert other.stat().st_size == stat.st_size  # only the inode tells them apart
     os.replace(other, w.path)
     assert w.watch.check()
+
+
+def test_check_config_names_each_problem_with_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collectd_monitor.cli import main
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "broken.py").write_text("def metric_handlers(m):\n    return (\n")
+    (rules / "old.lua").write_text("return {}\n")
+    path = tmp_path / "config.json"
+    write_config(
+        path, LocalMonitorConfigDir=str(rules), Services={"a": {"commands": {"x": "true"}}}
+    )
+    assert main(["check-config", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"error: {rules / 'broken.py'} line" in out and "warning:" in out and "old.lua" in out
+    write_config(path, Services={"a": {"commands": {"x": 5}}})
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "key 'Services.a.commands.x'" in capsys.readouterr().out
+    write_config(path, Services={"a": {"commands": {"x": "true"}}})
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert ": ok; 1 service(s) with 1 command(s)" in capsys.readouterr().out
