@@ -4,8 +4,12 @@
 #   ./run.sh demo     install what is missing, then run the loopback demo
 #   ./run.sh test     install what is missing, then run the whole test suite
 #   ./run.sh bench    install what is missing, then run the benchmarks
-#   ./run.sh setup    only install (Debian packages, .venv, Python packages)
+#   ./run.sh setup    developer set-up (Debian packages, .venv, editable install)
 #   ./run.sh lint     ruff + mypy
+#   ./run.sh install [PREFIX]
+#                     production install: a venv at PREFIX (default
+#                     /opt/collectd-monitor) from /usr/bin/python3 with the
+#                     runtime dependencies only, not tied to this checkout
 #
 # Extra arguments are passed on (to pytest for "test").
 set -euo pipefail
@@ -58,6 +62,60 @@ setup() {
     fi
 }
 
+# Production install: no test tools, no editable link to this checkout. The venv
+# must come from /usr/bin/python3, the interpreter collectd embeds, and is made
+# with PATH reset so that a pyenv/conda python on PATH cannot leak into it.
+install() {
+    local prefix=${1:-/opt/collectd-monitor}
+    case "$prefix" in /*) ;; *) prefix="$PWD/$prefix" ;; esac
+    if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "run.sh install: /usr/bin/python3 cannot make a venv: apt-get install python3-venv" >&2
+        exit 1
+    fi
+    if [ -e "$prefix" ] && [ ! -x "$prefix/bin/python" ] && [ -n "$(ls -A "$prefix")" ]; then
+        echo "run.sh install: $prefix exists, is not empty and is not a venv" >&2
+        exit 1
+    fi
+    if [ ! -x "$prefix/bin/python" ] || ! "$prefix/bin/python" -c \
+        'import sys; sys.exit(sys.base_prefix != "/usr")' 2>/dev/null; then
+        echo "run.sh install: creating $prefix from /usr/bin/python3" >&2
+        rm -rf "$prefix"
+        env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 -m venv "$prefix"
+    fi
+    echo "run.sh install: installing collectd-monitor into $prefix" >&2
+    local build
+    build=$(mktemp -d)
+    # Build from a copy: an in-tree build would leave build/ behind in this checkout.
+    tar --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude=build -cf - . \
+        | tar -xf - -C "$build"
+    env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$prefix/bin/python" -m pip install -q \
+        --disable-pip-version-check --no-warn-script-location --upgrade "$build"
+    rm -rf "$build"
+    local version
+    version=$("$prefix/bin/collectd-monitor" --version)
+    echo "Installed $version into $prefix."
+    local missing=()
+    [ -x /usr/sbin/collectd ] || command -v collectd >/dev/null || missing+=(collectd-core)
+    [ -f /usr/lib/collectd/python.so ] || missing+=("collectd's python plugin")
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Missing on this host: ${missing[*]}; install it with:"
+        echo "  sudo apt-get install --no-install-recommends collectd-core"
+    fi
+    local bin="$prefix/bin/collectd-monitor" conf=/etc/collectd/monitor/config.json
+    cat <<EOF
+
+Next steps:
+  1. Write $conf (start from examples/config.json: one broker user per host,
+     named after the host) and make it private: chmod 600 $conf
+  2. Check it the way the plugins will load it:
+       $bin check-config --config $conf
+  3. Add the plugin block to collectd.conf (add --local for local rules):
+       $bin collectd-conf --config $conf
+  4. Restart collectd; its log shows "collectd_monitor.remote: listening on ...".
+The senders (send-command, send-config, hosts, history) run from the same venv.
+EOF
+}
+
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -65,6 +123,7 @@ case "$cmd" in
     demo) setup; exec "$VENV/bin/collectd-monitor" demo "$@" ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     bench) setup; for b in bench/bench_*.py; do "$VENV/bin/python" "$b" "$@"; done ;;
+    install) install "$@" ;;
     lint) setup; "$VENV/bin/ruff" check src tests bench && "$VENV/bin/ruff" format --check src tests bench && "$VENV/bin/mypy" ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -110,7 +110,7 @@ def sender_round_trips(broker: Broker, count: int) -> list[float]:
 
 def send_argv(broker: Broker, command: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "collectd_monitor", "send-command", "bench", command, "-q",
+        sys.executable, "-m", "collectd_monitor", "send-command", "bench", command, "--quiet",
         "--host", broker.host, "--topic", COMMAND_TOPIC, "--result-topic", RESULT_TOPIC, *extra,
     ]  # fmt: skip
 

@@ -135,7 +135,8 @@ def as_topic(value: Any) -> str:
 as_log_level = choice(
     LOG_LEVELS, {"warning": "warn", "err": "error", "critical": "fatal", "notice": "info"}
 )
-as_log_device = choice(LOG_DEVICES)
+as_log_device = choice(LOG_DEVICES, {"console": "stdout"})
+"""``console`` is the original's name for stdout."""
 as_mqtt_version = choice(
     MQTT_VERSIONS, {"5.0": "5", "v5": "5", "311": "3.1.1", "3.1.1": "3.1.1", "4": "3.1.1"}
 )

@@ -129,3 +129,14 @@ def configure(
     logger.setLevel(LEVELS.get(level, logging.INFO))
     logger.propagate = False
     return logger
+
+
+def update(level: str, secrets: Iterable[str]) -> None:
+    """Change the level and the masked secrets of the configured handler (a reloaded config)."""
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(LEVELS.get(level, logging.INFO))
+    for handler in logger.handlers:
+        if getattr(handler, "_collectd_monitor", False):
+            for old in list(handler.filters):
+                if isinstance(old, SafeRecord):
+                    old.secrets = tuple(s for s in secrets if s)

@@ -108,3 +108,20 @@ def load_for_plugin(
     if exposed:
         logger.warning("SECURITY WARNING: %s", exposed)
     return config
+
+
+def reload_for_plugin(name: str, options: Mapping[str, Any]) -> MonitorConfig:
+    """Load the config again as :func:`load_for_plugin` did; raise ConfigError instead of
+    going idle, so that a running plugin keeps its config when the new one is unusable."""
+    warnings: list[str] = []
+    config = load_config(options, warn=warnings.append)
+    logger = logging.getLogger(name)
+    for line in warnings:
+        logger.warning("%s", line)
+    exposed = check_permissions(config.source, bool(config.secrets or config.security.ed25519_keys))
+    if exposed and config.security.strict_permissions:
+        raise ConfigError(f"SECURITY: {exposed} (Security.StrictPermissions)", path=config.source)
+    if exposed:
+        logger.warning("SECURITY WARNING: %s", exposed)
+    logsetup.update(config.log_level, config.secrets)
+    return config

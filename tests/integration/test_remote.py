@@ -44,7 +44,8 @@ def test_hello_exec_round_trip_with_the_cli(monitor):
     result = json.loads(done.stdout)
     assert result["code"] == 0
     assert result["message"] == "Hello World!"
-    assert set(result) == {"task_id", "timestamp", "message", "code"}
+    assert set(result) == {"task_id", "timestamp", "message", "code", "stderr"}
+    assert result["stderr"] == ""
     assert "running hello/exec" in m.log()
 
 

@@ -7,6 +7,7 @@ Commands really run, on a real executor.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -352,6 +353,21 @@ def test_a_duplicate_task_id_is_refused_and_survives_a_restart(
     assert refusal(again_link)["code"] == ResultCode.DUPLICATE_TASK
 
 
+def test_a_reused_task_id_with_new_content_runs_but_a_redelivery_does_not(
+    make_agent: Agents,
+) -> None:
+    agent, link = make_agent()
+    first = command(task_id=22)
+    agent.handle_message(message(first))
+    link.wait_for(RESULT_TOPIC, 1)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    reused = {**command(task_id=22), "timestamp": format_timestamp(earlier)}
+    agent.handle_message(message(reused))
+    agent.handle_message(message(first))  # the very same message again: refused
+    results = link.wait_for(RESULT_TOPIC, 3)
+    assert sorted(r.body["code"] for r in results) == [0, 0, ResultCode.DUPLICATE_TASK]
+
+
 def test_unsigned_and_forged_messages_are_refused_when_signatures_are_required(
     make_agent: Agents,
 ) -> None:
@@ -462,3 +478,48 @@ def test_stopping_one_plugin_does_not_abort_the_other_plugins_command(tmp_path: 
     assert outcomes == [ResultCode.COMMAND_ABORTED]
     assert pool.closed and shared.holders == 0
     assert shared.acquire(config).executor is not pool  # a new start gets a new pool
+
+
+def test_a_result_carries_stderr_beside_stdout_and_refusals_carry_none(
+    make_agent: Agents,
+) -> None:
+    services = {"svc": {"commands": {"both": "echo out; echo inactive >&2; exit 3"}}}
+    agent, link = make_agent(Services=services)
+    agent.handle_message(message(command("svc", "both", task_id=51)))
+    agent.handle_message(message(command("svc", "nope", task_id=52)))
+    results = {r.body["task_id"]: r.body for r in link.wait_for(RESULT_TOPIC, 2)}
+    assert (results[51]["code"], results[51]["message"], results[51]["stderr"]) == (
+        3,
+        "out",
+        "inactive",
+    )
+    assert "stderr" not in results[52]
+    assert Result.decode(json.dumps(results[51])).stderr == "inactive"
+
+
+def test_a_service_added_to_config_json_is_served_without_a_restart(
+    make_agent: Agents,
+) -> None:
+    from collectd_monitor.configwatch import ConfigWatch
+    from collectd_monitor.runtime import reload_for_plugin
+
+    agent, link = make_agent()
+    assert agent.config.source is not None
+    options = {"MonitorConfigPath": agent.config.source}
+    agent.watch_config(
+        ConfigWatch(
+            agent.config,
+            load=lambda: reload_for_plugin("test", options),
+            apply=agent.apply_config,
+            interval=3600,
+        )
+    )
+    agent.handle_message(message(command("added", "run", task_id=61)))
+    path = Path(agent.config.source)
+    data = json.loads(path.read_text())
+    data["Services"]["added"] = {"commands": {"run": "echo new"}}
+    path.write_text(json.dumps(data))
+    agent.handle_message(message(command("added", "run", task_id=62)))
+    results = {r.body["task_id"]: r.body for r in link.wait_for(RESULT_TOPIC, 2)}
+    assert results[61]["code"] == ResultCode.UNKNOWN_SERVICE
+    assert (results[62]["code"], results[62]["message"]) == (0, "new")

@@ -28,6 +28,7 @@ CORE_MODULES = {
     "cmdline",
     "codes",
     "config",
+    "configwatch",
     "confblock",
     "errors",
     "executor",

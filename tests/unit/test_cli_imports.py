@@ -42,7 +42,8 @@ def test_send_command_loads_neither_the_replacer_nor_the_rules_nor_the_harness()
 def test_top_level_help_imports_no_subcommand():
     modules = loaded_after_parsing()
     assert not {m for m in modules if m.startswith("collectd_monitor.cli.")} - {
-        "collectd_monitor.cli.status"
+        "collectd_monitor.cli.status",
+        "collectd_monitor.cli.argtypes",
     }
 
 

@@ -86,3 +86,42 @@ def test_corrupt_seen_lines_are_skipped_one_by_one_with_one_warning(tmp_path, ca
     warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert len(warnings) == 1 and "7 unreadable" in warnings[0].getMessage()
     seen.close()
+
+
+# --------------------------------------------------------------------------- duplicates by content
+
+
+def test_a_reused_task_id_with_other_content_is_new_and_the_same_content_is_not(tmp_path):
+    path = tmp_path / "seen.jsonl"
+    seen = SeenTasks(10, path=path)
+    assert seen.add(5, "digest-a")
+    assert not seen.add(5, "digest-a")
+    assert seen.add(5, "digest-b")
+    seen.close()
+    again = SeenTasks(10, path=path)
+    assert not again.add(5, "digest-a") and not again.add(5, "digest-b")
+    assert again.add(5, "digest-c")
+    again.close()
+
+
+def test_former_seen_lines_without_digest_still_load_and_refuse_their_task_id(tmp_path):
+    path = tmp_path / "seen.jsonl"
+    path.write_text("[41, 5.0]\n[42, 6.0]\n")
+    seen = SeenTasks(10, path=path, window=None)
+    assert not seen.add(41, "any-digest") and not seen.add(42)
+    assert seen.add(43, "any-digest")
+    seen.close()
+    lines = path.read_text().splitlines()
+    assert "[41, 5.0]" in lines and any(line.startswith("[43,") for line in lines)
+
+
+def test_the_digest_ignores_the_signature_key_order_and_whitespace():
+    import json
+
+    from collectd_monitor.commands.seen import message_digest
+
+    body = {"task_id": 1, "timestamp": "2024-01-01T00:00:00Z", "service": "s", "command": "c"}
+    reordered = json.loads(json.dumps(dict(reversed(list(body.items()))), indent=2))
+    signed = {**body, "signature": {"alg": "hmac-sha256", "key_id": "k", "value": "AAAA"}}
+    assert message_digest(body) == message_digest(reordered) == message_digest(signed)
+    assert message_digest(body) != message_digest({**body, "command": "other"})

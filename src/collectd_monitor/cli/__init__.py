@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from collectd_monitor import __version__
+from collectd_monitor.cli.argtypes import OneLineParser
 from collectd_monitor.cli.status import EXIT_USAGE
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hosts": ("hosts", "list the hosts of the fleet: online or not, since when, what they offer"),
     "history": ("history", "list the requests sent to hosts and their results"),
     "record": ("record", "record every host's requests, results and presence into the history"),
+    "check-config": (
+        "checkconfig",
+        "check config.json, rules, rule files, keys and permissions as the plugins would",
+    ),
     "demo": ("demo", "run the full loop on loopback: broker, collectd, send-command"),
 }
 """Subcommand -> (module under ``collectd_monitor.cli``, one-line help).
@@ -47,7 +52,7 @@ def _chosen(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="collectd-monitor",
         description="Automatic fault recovery for hosts monitored by collectd.",
         epilog="Exit status: 0 success, 1 remote failure, 2 usage error, "

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from collectd_monitor.cli.argtypes import count
 from collectd_monitor.cli.status import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
 from collectd_monitor.fleet.history import Entry, iso, open_history
 from collectd_monitor.fleet.location import HISTORY_ENV, HistoryError, HistoryURLError
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
         help="sent at or after TIME: ISO 8601 (2026-11-23T10:00:00Z) or an age (90s, 15m, 2h, 7d)",
     )
     parser.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="the newest N (default 50)"
+        "--limit", type=count(), default=50, metavar="N", help="the newest N (default 50)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(handler=run)

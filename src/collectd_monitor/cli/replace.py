@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collectd_monitor.cli.argtypes import seconds
 from collectd_monitor.cli.status import EXIT_TIMEOUT, EXIT_USAGE
 from collectd_monitor.codes import ResultCode, describe
 from collectd_monitor.commands.protocol import Result
@@ -71,13 +72,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--report-path", metavar="PATH", help="ReplacerReportPath")
     parser.add_argument(
         "--settle-time",
-        type=float,
+        type=seconds(),
         metavar="SECONDS",
         help="how long the new collectd must stay up (default 3)",
     )
     parser.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds(),
         metavar="SECONDS",
         help="how long its remote plugin may take to connect (default 30)",
     )
@@ -89,7 +90,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(),
         default=600.0,
         metavar="SECONDS",
         help="how long to wait for the outcome (default 600)",

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from collectd_monitor.cli.argtypes import MAX_EXPIRY, Once, existing_file, seconds
 from collectd_monitor.cli.status import (
     EXIT_CONNECTION,
     EXIT_OK,
@@ -19,7 +20,7 @@ from collectd_monitor.cli.status import (
 from collectd_monitor.codes import describe
 from collectd_monitor.commands.protocol import encode_command, encode_config
 from collectd_monitor.commands.security import Signer
-from collectd_monitor.commands.sender import ResultTimeout, Sender, new_task_id
+from collectd_monitor.commands.sender import CodelessResult, ResultTimeout, Sender, new_task_id
 from collectd_monitor.config import (
     DEFAULT_TLS_PORT,
     BrokerSettings,
@@ -33,7 +34,23 @@ from collectd_monitor.fleet.hook import add_history_options, recorded
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+EXIT_STATUSES = (
+    "Exit status: 0 the host reports success (code 0); 1 the host reports a failure "
+    "(another code, or a result without a code from an original lua-collectd-monitor "
+    "plugin); 2 usage error; 3 no result within --timeout; 4 cannot connect to the broker, "
+    "or it refused us."
+)
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser, *, original_options: bool = False
+) -> None:
+    """The broker and topic options; ``original_options`` adds the original senders' short
+    options (``-h`` is the host there, so such a parser offers ``--help`` only)."""
+
+    def names(short: str, long: str) -> tuple[str, ...]:
+        return (short, long) if original_options else (long,)
+
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--config",
@@ -41,23 +58,42 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         help="read broker settings and topics from this config.json (options below override it)",
     )
     group.add_argument(
-        "--host",
+        *names("-h", "--host"),
+        dest="host",
         help="broker as HOST or HOST:PORT (default localhost; port 1883, or 8883 with --secure)",
     )
-    group.add_argument("--user", help="user name on the broker")
-    group.add_argument("--password", help=f"password on the broker (or set ${PASSWORD_ENV})")
-    group.add_argument("--secure", action="store_true", default=None, help="use TLS")
+    group.add_argument(*names("-u", "--user"), dest="user", help="user name on the broker")
     group.add_argument(
-        "--ca-file", metavar="FILE", help="CA certificates to trust (implies --secure)"
+        *names("-p", "--password"),
+        dest="password",
+        help=f"password on the broker (or set ${PASSWORD_ENV})",
     )
-    group.add_argument("--cert-file", metavar="FILE", help="client certificate for mutual TLS")
-    group.add_argument("--key-file", metavar="FILE", help="private key of --cert-file")
-    group.add_argument("--qos", type=int, choices=(0, 1, 2), help="MQTT QoS (default 2)")
-    group.add_argument("--topic", help="the host's command topic")
-    group.add_argument("--result-topic", help="the host's result topic")
+    group.add_argument(
+        *names("-s", "--secure"), dest="secure", action="store_true", default=None, help="use TLS"
+    )
+    group.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        type=existing_file,
+        help="CA certificates to trust (implies --secure)",
+    )
+    group.add_argument(
+        "--cert-file", metavar="FILE", type=existing_file, help="client certificate for mutual TLS"
+    )
+    group.add_argument(
+        "--key-file", metavar="FILE", type=existing_file, help="private key of --cert-file"
+    )
+    group.add_argument(
+        *names("-q", "--qos"), dest="qos", type=int, choices=(0, 1, 2), help="MQTT QoS (default 2)"
+    )
+    group.add_argument(*names("-t", "--topic"), dest="topic", help="the host's command topic")
+    group.add_argument(
+        *names("-r", "--result-topic"), dest="result_topic", help="the host's result topic"
+    )
     group.add_argument(
         "--to",
         metavar="HOSTNAME",
+        action=Once,
         help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)",
     )
     group.add_argument(
@@ -65,7 +101,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "5", "3.1.1"),
         help="MQTT version (default auto: 5, falling back to 3.1.1)",
     )
-    group.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    group.add_argument(
+        *(("--quiet",) if original_options else ("--quiet", "-q")),
+        action="store_true",
+        help="no progress on stderr",
+    )
     signing = parser.add_argument_group("signing")
     signing.add_argument(
         "--sign-key",
@@ -77,45 +117,55 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
     signing.add_argument(
         "--expiry",
-        type=float,
+        type=seconds(maximum=MAX_EXPIRY),
         metavar="SECONDS",
         help="MQTT 5 message expiry: a host offline longer never runs it (default: --timeout)",
     )
 
 
+def _sender_parser(subparsers: Any, name: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, description=description, epilog=EXIT_STATUSES, add_help=False
+    )
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    return parser
+
+
 def register(subparsers: Any) -> None:
-    cmd = subparsers.add_parser(
+    cmd = _sender_parser(
+        subparsers,
         "send-command",
-        description="Send SERVICE COMMAND to a host's command topic and wait for the result "
+        "Send SERVICE COMMAND to a host's command topic and wait for the result "
         "with the same task_id. Prints the result as JSON on stdout.",
     )
-    cmd.add_argument("service")
-    cmd.add_argument("command")
+    cmd.add_argument("service", help="a service of the host's config.json (Services)")
+    cmd.add_argument("command", help="one of that service's commands")
     cmd.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(),
         default=30.0,
         metavar="SECONDS",
         help="how long to wait for the result (default 30)",
     )
-    add_connection_options(cmd)
+    add_connection_options(cmd, original_options=True)
     add_history_options(cmd)
     cmd.set_defaults(handler=send_command)
 
-    conf = subparsers.add_parser(
+    conf = _sender_parser(
+        subparsers,
         "send-config",
-        description="Push a whole collectd.conf to a host, which validates it, applies it, "
+        "Push a whole collectd.conf to a host, which validates it, applies it, "
         "restarts collectd and rolls back on failure. Prints the result as JSON on stdout.",
     )
     conf.add_argument("path", help="the new collectd.conf")
     conf.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(),
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for the result (default 120)",
     )
-    add_connection_options(conf)
+    add_connection_options(conf, original_options=True)
     add_history_options(conf)
     conf.set_defaults(handler=send_config)
 
@@ -128,13 +178,15 @@ def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str,
     else:
         settings = BrokerSettings()
         topic, result_topic = default_topics()
+    if args.to and (args.topic or args.result_topic):
+        raise ConfigError("--to names the topics; give either --to or --topic/--result-topic")
     if args.to:
         topic, result_topic = default_topics(args.to)
     secure = settings.secure if args.secure is None else True
     if args.ca_file or args.cert_file:
         secure = True
     changes: dict[str, Any] = {"secure": secure}
-    if args.host:
+    if args.host is not None:
         try:
             changes["host"], changes["port"] = parse_host(args.host, secure)
         except ValueError as exc:
@@ -195,6 +247,10 @@ def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persiste
     except ResultTimeout as exc:
         print(f"collectd-monitor: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
+    except CodelessResult as exc:
+        print(json.dumps(exc.data, ensure_ascii=False))
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_REMOTE_FAILED
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     if result.code != 0:
         progress(f"task {result.task_id} failed: code {result.code} ({describe(result.code)})")

@@ -32,9 +32,10 @@ from collectd_monitor.commands.protocol import (
     format_timestamp,
 )
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
-from collectd_monitor.commands.seen import SeenTasks
+from collectd_monitor.commands.seen import SeenTasks, message_digest
 from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
+from collectd_monitor.configwatch import Change, ConfigWatch
 from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
 
@@ -96,7 +97,9 @@ class RemoteAgent:
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
         )
         self.config_handler = config_handler
+        self._own_verifiers = verifiers is None
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
+        self.config_watch: ConfigWatch | None = None
         state = state_directory(config)
         window = config.security.max_message_age + config.security.max_clock_skew
         self.seen = SeenTasks(
@@ -162,6 +165,27 @@ class RemoteAgent:
                 hook()
             except Exception:
                 log.exception("error in on-connect hook")
+
+    # -- config reload -------------------------------------------------------------------
+
+    def watch_config(self, watch: ConfigWatch) -> None:
+        """Check ``watch`` before each message; its timer runs until :meth:`stop`."""
+        self.config_watch = watch
+        self.add_stop_hook(watch.stop)
+        watch.start()
+
+    def _refresh_config(self) -> None:
+        if self.config_watch is not None:
+            try:
+                self.config_watch.check()
+            except Exception:  # never lose a message over a reload
+                log.exception("error while reloading the config")
+
+    def apply_config(self, change: Change) -> None:
+        """Serve with a reloaded config: Services and Security apply to the next message."""
+        self.config = change.config
+        if self._own_verifiers:
+            self.verifiers = default_verifiers(change.config)
 
     # -- the outbox ---------------------------------------------------------------------
 
@@ -229,22 +253,31 @@ class RemoteAgent:
         self.handle_payload(bytes(message.payload), reply)
 
     def handle_payload(self, payload: bytes, reply: ReplyTo | None = None) -> None:
+        self._refresh_config()
         try:
             request = decode_request(payload)
             for verify in self.verifiers:
                 verify(request)
-            if not self.seen.add(request.task_id):
-                raise ProtocolError(
-                    ResultCode.DUPLICATE_TASK,
-                    f"task {request.task_id} was already received",
-                    request.task_id,
-                )
+            self._refuse_duplicate(request)
             if isinstance(request, ConfigRequest):
                 self._handle_config(request, reply)
             else:
                 self._handle_command(request, reply)
         except ProtocolError as exc:
             self._refuse(exc, reply)
+
+    def _refuse_duplicate(self, request: Request) -> None:
+        """Remember ``request``; refuse it (0x1100) if this very message was seen before.
+
+        A duplicate is the same task_id with the same content (signature aside):
+        a redelivery or a replay. A new message that reuses a task_id runs.
+        """
+        if not self.seen.add(request.task_id, message_digest(request.fields)):
+            raise ProtocolError(
+                ResultCode.DUPLICATE_TASK,
+                f"task {request.task_id} was already received with the same content",
+                request.task_id,
+            )
 
     def _refuse(self, exc: ProtocolError, reply: ReplyTo | None = None) -> None:
         if exc.task_id is None:
@@ -292,7 +325,7 @@ class RemoteAgent:
             )
             if outcome.errors and outcome.code != 0:
                 log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
-            self.publish(Result(task_id=task_id, code=outcome.code, message=outcome.message), reply)
+            self.publish(command_result(task_id, outcome), reply)
 
         log.info("task %s: running %s", task_id, spec.label)
         try:
@@ -309,6 +342,12 @@ class RemoteAgent:
             if reply.correlation is not None:
                 properties.CorrelationData = reply.correlation
             self.link.publish(reply.topic, payload, self.config.broker.qos, properties=properties)
+
+
+def command_result(task_id: int, outcome: Outcome) -> Result:
+    """A command's result: stdout in ``message`` (as the original), stderr beside it."""
+    stderr = "" if outcome.start_failed else outcome.errors
+    return Result(task_id=task_id, code=outcome.code, message=outcome.message, stderr=stderr)
 
 
 def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:

@@ -7,6 +7,10 @@ senders::
     config   {"task_id": int, "timestamp": "...", "config": str}
     result   {"task_id": int, "timestamp": "...", "message": str, "code": int}
 
+A command's result also carries ``"stderr": str`` (its standard error, capped
+like ``message``, which stays its standard output); the original's senders
+ignore fields they do not know.
+
 Decoding never raises anything but :class:`ProtocolError`, whose ``code`` is
 the result code to answer with and whose ``task_id`` is the id to answer to
 (``None`` when the message carries none; such a message is only logged).
@@ -76,14 +80,19 @@ class Result:
     code: int
     message: str
     timestamp: str = field(default_factory=format_timestamp)
+    stderr: str | None = None
+    """A command's standard error; None (no field on the wire) for other results."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "task_id": self.task_id,
             "timestamp": self.timestamp,
             "message": self.message,
             "code": int(self.code),
         }
+        if self.stderr is not None:
+            data["stderr"] = self.stderr
+        return data
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8")
@@ -102,6 +111,7 @@ class Result:
             code=code,
             message=str(data.get("message", "")),
             timestamp=str(data.get("timestamp", "")),
+            stderr=data["stderr"] if isinstance(data.get("stderr"), str) else None,
         )
 
 

@@ -1,27 +1,50 @@
-"""Memory of recently seen task ids, bounded in size, optionally kept on disk.
+"""Memory of recently seen messages, bounded in size, optionally kept on disk.
 
-A task id is remembered before its command runs and after it has finished, so
-a sender that retries, a broker that redelivers, or an attacker who replays a
-captured message cannot run the same task twice. With a ``path`` the memory
-survives a collectd restart: each id is appended to the file as it arrives, and
-the file is rewritten (atomically) once it holds twice the capacity.
+A message is known by its task id *and* a digest of its content (the
+canonical JSON without its ``signature``, see :func:`message_digest`). It is
+remembered before its command runs and after it has finished, so a sender that
+retries, a broker that redelivers, or an attacker who replays a captured
+message cannot run the same task twice; a new message that merely reuses a
+task id (the original's senders pick ids from a weak random source) runs.
+
+With a ``path`` the memory survives a collectd restart: each entry is appended
+to the file as ``[task_id, seen_at, digest]`` as it arrives, and the file is
+rewritten (atomically) once it holds twice the capacity. Lines of former
+versions, ``[task_id, seen_at]``, still load: such an entry has no digest and
+refuses every message with its task id until it ages out, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from collectd_monitor.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
+
+TaskId = int | str
+Key = tuple[TaskId, str | None]
+"""(task_id, content digest); a digest of None (a former version's entry) matches any content."""
+
+
+def message_digest(fields: Mapping[str, Any]) -> str:
+    """SHA-256 of the message without ``signature``, as canonical JSON (hex).
+
+    The same canonical form that signatures cover: a replay that re-encodes the
+    JSON (key order, whitespace, escapes) has the same digest.
+    """
+    body = {key: value for key, value in fields.items() if key != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 class SeenTasks:
@@ -37,7 +60,7 @@ class SeenTasks:
         self.path = path
         self.window = window
         self.clock = clock
-        self._ids: OrderedDict[Hashable, float] = OrderedDict()
+        self._ids: OrderedDict[Key, float] = OrderedDict()
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
         self._lines = 0
@@ -64,18 +87,25 @@ class SeenTasks:
             log.warning("%s: skipped %d unreadable line(s)", path, skipped)
         self._rewrite()
 
-    def _remember(self, task_id: Hashable, seen_at: float) -> None:
-        self._ids[task_id] = seen_at
-        self._ids.move_to_end(task_id)
+    def _remember(self, key: Key, seen_at: float) -> None:
+        self._ids[key] = seen_at
+        self._ids.move_to_end(key)
         while len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
+
+    def _known(self, key: Key) -> Key | None:
+        """The remembered entry ``key`` repeats: the same content, or a legacy id-only entry."""
+        for candidate in (key, (key[0], None)):
+            if candidate in self._ids:
+                return candidate
+        return None
 
     def _rewrite(self) -> None:
         if self.path is None:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            lines = "".join(json.dumps([task_id, at]) + "\n" for task_id, at in self._ids.items())
+            lines = "".join(_line(key, at) for key, at in self._ids.items())
             atomic_write(self.path, lines, mode=0o600, durable=True)
             if self._file is not None:
                 self._file.close()
@@ -89,17 +119,23 @@ class SeenTasks:
             )
             self.path = None
 
-    def add(self, task_id: Hashable) -> bool:
-        """Remember ``task_id``; False if it was already remembered."""
+    def add(self, task_id: TaskId, digest: str | None = None) -> bool:
+        """Remember this message; False if it was already remembered.
+
+        ``digest`` (from :func:`message_digest`) tells messages with one task id
+        apart; without it only the task id counts.
+        """
+        key: Key = (task_id, digest)
         with self._lock:
-            if task_id in self._ids:
-                self._ids.move_to_end(task_id)
+            known = self._known(key)
+            if known is not None:
+                self._ids.move_to_end(known)
                 return False
             now = self.clock()
-            self._remember(task_id, now)
+            self._remember(key, now)
             if self._file is not None:
                 try:
-                    self._file.write(json.dumps([task_id, now]) + "\n")
+                    self._file.write(_line(key, now))
                     self._file.flush()
                     self._lines += 1
                 except OSError as exc:
@@ -108,9 +144,12 @@ class SeenTasks:
                     self._rewrite()
             return True
 
-    def __contains__(self, task_id: Hashable) -> bool:
+    def __contains__(self, item: TaskId | Key) -> bool:
+        """A (task_id, digest) pair as :meth:`add` would judge it, or a bare task id."""
         with self._lock:
-            return task_id in self._ids
+            if isinstance(item, tuple):
+                return self._known(item) is not None
+            return any(key[0] == item for key in self._ids)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -122,16 +161,28 @@ class SeenTasks:
                 self._file = None
 
 
-def _parse_line(line: str) -> tuple[int | str, float] | None:
-    """``[task_id, seen_at]`` as written by :meth:`SeenTasks.add`, or None."""
+def _line(key: Key, seen_at: float) -> str:
+    task_id, digest = key
+    return json.dumps([task_id, seen_at] if digest is None else [task_id, seen_at, digest]) + "\n"
+
+
+def _parse_line(line: str) -> tuple[Key, float] | None:
+    """``[task_id, seen_at, digest]`` as written by :meth:`SeenTasks.add`, or a former
+    version's ``[task_id, seen_at]``; None for anything else."""
     try:
-        task_id, seen_at = json.loads(line)
+        entry = json.loads(line)
     except (ValueError, TypeError):
         return None
+    if not isinstance(entry, list) or len(entry) not in (2, 3):
+        return None
+    task_id, seen_at = entry[0], entry[1]
+    digest = entry[2] if len(entry) == 3 else None
     if isinstance(task_id, bool) or not isinstance(task_id, int | str):
         return None
     if isinstance(seen_at, bool) or not isinstance(seen_at, int | float):
         return None
     if not math.isfinite(seen_at):
         return None
-    return task_id, float(seen_at)
+    if len(entry) == 3 and not isinstance(digest, str):
+        return None
+    return (task_id, digest), float(seen_at)

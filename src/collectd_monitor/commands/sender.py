@@ -44,6 +44,29 @@ class ResultTimeout(MonitorError):
     pass
 
 
+class CodelessResult(MonitorError):
+    """The host answered our task_id without a ``code``: the original Lua plugin does so
+    (for ``exit N`` and for output without a final newline). ``data`` is its answer."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = dict(data)
+        super().__init__(
+            f"task {self.data.get('task_id')}: the host answered without a result code "
+            "(an original lua-collectd-monitor plugin?); taken as a failure"
+        )
+
+
+def codeless_answer(payload: bytes, task_id: int) -> dict[str, Any] | None:
+    """The decoded answer when ``payload`` is a result for ``task_id`` without ``code``."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, dict) and data.get("task_id") == task_id and "code" not in data:
+        return data
+    return None
+
+
 class _Unsupported(TransportError):
     """The broker does not speak the MQTT version we tried."""
 
@@ -125,6 +148,7 @@ class Sender:
         connack: dict[str, Any] = {}
         connected, done, sent = threading.Event(), threading.Event(), threading.Event()
         result: list[Result] = []
+        codeless: list[dict[str, Any]] = []
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             try:
@@ -149,6 +173,10 @@ class Sender:
             try:
                 answer = Result.decode(bytes(message.payload))
             except ValueError:
+                data = codeless_answer(bytes(message.payload), task_id)
+                if data is not None and not done.is_set():
+                    codeless.append(data)
+                    done.set()
                 return
             if answer.task_id == task_id and not done.is_set():
                 result.append(answer)
@@ -187,6 +215,8 @@ class Sender:
                     f"no result for task {task_id} within {timeout:g} s"
                     + ("" if sent.is_set() else " (the request was never sent)")
                 )
+            if codeless:
+                raise CodelessResult(codeless[0])
             return result[0]
         finally:
             client.disconnect()

@@ -7,9 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from collectd_monitor.commands.agent import RemoteAgent
-from collectd_monitor.runtime import executors, load_for_plugin
+from collectd_monitor.configwatch import ConfigWatch
+from collectd_monitor.runtime import executors, load_for_plugin, reload_for_plugin
 
-log = logging.getLogger("collectd_monitor.remote")
+NAME = "collectd_monitor.remote"
+log = logging.getLogger(NAME)
 
 Extension = Callable[[RemoteAgent], object]
 """Adds a feature to an agent before it starts (the replacer's ``install``)."""
@@ -28,7 +30,7 @@ def start_remote(
     ``AllowConfigReplace`` to false. It is passed in by the plugin module, so
     that this package does not depend on :mod:`collectd_monitor.replacer`.
     """
-    config = load_for_plugin("collectd_monitor.remote", options, collectd=collectd)
+    config = load_for_plugin(NAME, options, collectd=collectd)
     if config is None:
         return None
     if offline:
@@ -39,5 +41,11 @@ def start_remote(
     agent.add_stop_hook(lease.release)
     if config_replacer is not None and config.allow_config_replace:
         config_replacer(agent)
+    if config.source:
+        agent.watch_config(
+            ConfigWatch(
+                config, load=lambda: reload_for_plugin(NAME, options), apply=agent.apply_config
+            )
+        )
     agent.start()
     return agent

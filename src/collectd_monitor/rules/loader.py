@@ -61,6 +61,8 @@ def start_local(
     rules, files, errors = load_rules(config)
     for line in errors:
         log.error("%s", line)
+    for line in files.warnings:
+        log.warning("%s", line)
     log.info(
         "%d value rule(s), %d notification rule(s), %d metric handler(s), "
         "%d notification handler(s) from %d rule file(s)",

@@ -46,6 +46,8 @@ class RuleFiles:
     notification: tuple[Handler, ...] = ()
     errors: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Not errors, but worth a line in the log: the original's ``*.lua`` files left behind."""
 
 
 class HandlerError(Exception):
@@ -119,6 +121,26 @@ def rule_file_paths(directory: str) -> list[str]:
     return [os.path.join(directory, name) for name in names]
 
 
+def leftover_lua_files(directory: str) -> list[str]:
+    """The original project's ``*.lua`` rule files in ``directory``: never loaded here."""
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.endswith(".lua"))
+    except OSError:
+        return []
+    return [os.path.join(directory, name) for name in names]
+
+
+def lua_warning(directory: str) -> str | None:
+    leftovers = leftover_lua_files(directory)
+    if not leftovers:
+        return None
+    return (
+        f"{directory}: ignoring {len(leftovers)} Lua rule file(s) of lua-collectd-monitor: "
+        f"{', '.join(os.path.basename(path) for path in leftovers)}; "
+        "rule files are Python (*.py) now: port them and remove the *.lua files"
+    )
+
+
 def load_rule_files(directory: str | None) -> RuleFiles:
     """Load every rule file of ``directory``; each failure becomes one line in ``errors``."""
     if not directory:
@@ -131,6 +153,7 @@ def load_rule_files(directory: str | None) -> RuleFiles:
     notification: list[Handler] = []
     errors: list[str] = []
     loaded: list[str] = []
+    warning = lua_warning(directory)
     for path in paths:
         try:
             module = load_module(path)
@@ -148,7 +171,13 @@ def load_rule_files(directory: str | None) -> RuleFiles:
         metric += found[METRIC]
         notification += found[NOTIFICATION]
         loaded.append(path)
-    return RuleFiles(tuple(metric), tuple(notification), tuple(errors), tuple(loaded))
+    return RuleFiles(
+        tuple(metric),
+        tuple(notification),
+        tuple(errors),
+        tuple(loaded),
+        (warning,) if warning else (),
+    )
 
 
 def to_action(handler: Handler, result: Any) -> Action | None:
