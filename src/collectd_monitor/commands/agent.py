@@ -94,6 +94,7 @@ class RemoteAgent:
             on_message=self.handle_message,
             on_connected=self.handle_connected,
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
+            on_problems=self.handle_problems,
         )
         self.config_handler = config_handler
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
@@ -154,6 +155,12 @@ class RemoteAgent:
             log.warning("results not yet acknowledged stay in the outbox for the next start")
         self.link.stop(0.2)
         self.seen.close()
+
+    def handle_problems(self, problems: tuple[str, ...]) -> None:
+        """The broker refused something (link thread): say so in our status message."""
+        self.link.publish(
+            self.config.status_topic, presence("online", self.config, problems=problems), 1, True
+        )
 
     def handle_connected(self) -> None:
         """The link is (again) on the broker: announce us, send what the outbox holds."""
@@ -297,7 +304,9 @@ class RemoteAgent:
             self.link.publish(reply.topic, payload, self.config.broker.qos, properties=properties)
 
 
-def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
+def presence(
+    status: str, config: MonitorConfig, reason: str = "", problems: tuple[str, ...] = ()
+) -> bytes:
     """The retained status message; an online one also tells what this host offers.
 
     ``since`` is when this host came online (the connection this message
@@ -317,6 +326,8 @@ def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
         body["version"] = __version__
         body["services"] = {name: sorted(s.commands) for name, s in config.services.items()}
         body["config_push"] = config.allow_config_replace
+    if problems:  # what the broker refused us, e.g. our subscription
+        body["problems"] = list(problems)
     return json.dumps(body).encode()
 
 
