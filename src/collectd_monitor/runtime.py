@@ -87,12 +87,15 @@ executors = SharedExecutor()
 
 
 def load_for_plugin(
-    name: str, options: Mapping[str, Any], *, collectd: Any = None
+    name: str, options: Mapping[str, Any], *, collectd: Any = None, hostname: str | None = None
 ) -> MonitorConfig | None:
-    """Load the config and set up logging; on error log one line and return None."""
+    """Load the config and set up logging; on error log one line and return None.
+
+    ``hostname`` is collectd's ``Hostname``, the default in topics and ClientId.
+    """
     warnings: list[str] = []
     try:
-        config = load_config(options, warn=warnings.append)
+        config = load_config(options, hostname=hostname, warn=warnings.append)
     except ConfigError as exc:
         logsetup.configure(collectd=collectd)
         logging.getLogger(name).error("%s; plugin stays idle", exc)

@@ -32,6 +32,7 @@ CORE_MODULES = {
     "errors",
     "executor",
     "fsutil",
+    "hostname",
     "logsetup",
     "plugin_support",
     "runtime",

@@ -334,9 +334,10 @@ def presence(
 def presence_host(config: MonitorConfig) -> str:
     """This host's name in the fleet: the topic level before ``status`` in StatusTopic.
 
-    The config holds no collectd ``Hostname``; the default topics are built from
-    the host name (``collectd-monitor/HOST/status``), so that level names the
-    host. Otherwise the ClientId without its ``collectd-monitor-`` prefix.
+    The default topics are built from collectd's ``Hostname`` (the remote
+    plugin reads it from collectd's config file), ``collectd-monitor/HOST/status``,
+    so that level is collectd's host name unless StatusTopic is set by hand.
+    Otherwise the ClientId without its ``collectd-monitor-`` prefix.
     """
     levels = config.status_topic.split("/")
     if len(levels) >= 2 and levels[-2]:

@@ -21,6 +21,7 @@ def start_remote(
     collectd: Any = None,
     offline: bool = False,
     config_replacer: Extension | None = None,
+    hostname: str | None = None,
 ) -> RemoteAgent | None:
     """Load the config and start the agent; None when the plugin stays idle.
 
@@ -28,7 +29,9 @@ def start_remote(
     ``AllowConfigReplace`` to false. It is passed in by the plugin module, so
     that this package does not depend on :mod:`collectd_monitor.replacer`.
     """
-    config = load_for_plugin("collectd_monitor.remote", options, collectd=collectd)
+    config = load_for_plugin(
+        "collectd_monitor.remote", options, collectd=collectd, hostname=hostname
+    )
     if config is None:
         return None
     if offline:
