@@ -184,3 +184,116 @@ def test_plugin_and_every_sender_work_with_amqtt_on_mqtt_version_auto(monitor, a
     rows = cli("history", "--history", history, "--json")
     assert rows.returncode == 0, rows.stderr
     assert any(json.loads(line).get("code") == 0 for line in rows.stdout.splitlines()), rows.stdout
+
+
+# --------------------------------------------------------------------------- ACL refusals
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[str]:
+    passwd = tmp_path / "acl-passwd"
+    passwd.write_text("")
+    for user in ("web1", "ops"):
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwd), user, f"{user}-pw"], check=True)
+    port = free_port()
+    broker = Broker(
+        tmp_path / "acl-broker",
+        extra_conf=f"listener {port} {LOOPBACK}\nallow_anonymous false\n"
+        f"password_file {passwd}\nacl_file {ACL_EXAMPLE}\n",
+    ).start()
+    yield f"{LOOPBACK}:{port}"
+    broker.stop()
+
+
+def test_acl_refusals_are_logged_by_the_plugin_and_end_the_sender(monitor, acl_broker):
+    # web1's credentials on host web9's topics: the example ACL refuses them.
+    m = monitor(
+        {
+            "Host": acl_broker,
+            "User": "web1",
+            "Password": "web1-pw",
+            "CommandTopic": "collectd-monitor/web9/command",
+            "CommandResultTopic": "collectd-monitor/web9/result",
+            "StatusTopic": "collectd-monitor/web9/status",
+        },
+        wait_connected=False,
+    )
+    line = m.collectd.wait_log(r"\[error\].*refused.*", timeout=30).group(0)
+    assert "publish to collectd-monitor/web9/status refused: not authorized" in line
+    assert "user 'web1'" in line
+
+    # A sender with a host's account may not send commands: told at once, exit 4.
+    own = ["--host", acl_broker, "--user", "web1", "--password", "web1-pw", "--to", "web9"]
+    sent = cli("send-command", "hello", "exec", *own, "--qos", "1", "--timeout", "60")
+    assert sent.returncode == 4, sent.stderr
+    assert (
+        "the broker refused the publish to collectd-monitor/web9/command: not authorized"
+        in sent.stderr
+    )
+
+
+# --------------------------------------------------------------------------- client ids
+
+
+@pytest.mark.parametrize(
+    ("protocol", "phrase"),
+    [
+        ("5", "dropped us (Session taken over)"),
+        ("3.1.1", "probably another client connected with our client id"),
+    ],
+)
+def test_two_clients_with_one_client_id_are_named_once_per_series(broker, caplog, protocol, phrase):
+    client_id = f"cm-twin-{uuid.uuid4().hex[:8]}"
+    settings = BrokerSettings(
+        host=LOOPBACK,
+        port=broker.port,
+        client_id=client_id,
+        protocol=protocol,
+        reconnect_interval=0.1,
+        reconnect_max_interval=0.2,
+    )
+    links = [MqttLink(settings), MqttLink(settings)]
+    caplog.set_level(logging.WARNING, logger="collectd_monitor")
+    for link in links:
+        link.start()
+    try:
+        wait_for(lambda: all(link.connect_count >= 6 for link in links), 60, what="flapping")
+    finally:
+        for link in links:
+            link.stop(2.0)
+    named = [r for r in caplog.records if phrase in r.getMessage()]
+    assert named, [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.ERROR and repr(client_id) in r.getMessage() for r in named)
+    assert len(named) <= len(links)  # once per series, not at every reconnect
+
+
+# --------------------------------------------------------------------------- Hostname
+
+
+def test_topics_and_client_id_default_from_collectds_hostname(broker, tmp_path):
+    hostname = f"web-test-{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Host": broker.host,
+                "StateDir": str(tmp_path / "state"),
+                "Services": {"hello": {"commands": {"exec": "echo hi"}}},
+            }
+        )
+    )
+    config.chmod(0o600)
+    collectd = Collectd(
+        tmp_path / "collectd",
+        modules={"collectd_monitor.remote": {"MonitorConfigPath": str(config)}},
+        hostname=hostname,
+    )
+    try:
+        collectd.start(wait_log="connected to")
+        broker.wait_subscribed(
+            f"collectd-monitor-{hostname}", f"collectd-monitor/{hostname}/command"
+        )
+        listed = online_hosts(broker.host)
+        assert listed[hostname]["topic"] == f"collectd-monitor/{hostname}/status"
+    finally:
+        collectd.stop()
