@@ -235,14 +235,12 @@ def test_acl_refusals_are_logged_by_the_plugin_and_end_the_sender(monitor, acl_b
 # --------------------------------------------------------------------------- client ids
 
 
-@pytest.mark.parametrize(
-    ("protocol", "phrase"),
-    [
-        ("5", "dropped us (Session taken over)"),
-        ("3.1.1", "probably another client connected with our client id"),
-    ],
-)
-def test_two_clients_with_one_client_id_are_named_once_per_series(broker, caplog, protocol, phrase):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_two_clients_with_one_client_id_are_named_once_per_series(broker, caplog, protocol):
+    # mosquitto 2.0.11 closes the older connection without DISCONNECT 0x8E even
+    # with MQTT 5, so this is the series-of-short-connections path; the 0x8E
+    # path is tested in tests/unit/test_brokerfaults.py.
+    phrase = "another client connected with our client id"
     client_id = f"cm-twin-{uuid.uuid4().hex[:8]}"
     settings = BrokerSettings(
         host=LOOPBACK,
