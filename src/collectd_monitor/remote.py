@@ -26,6 +26,7 @@ import collectd
 
 from collectd_monitor import logsetup
 from collectd_monitor.commands.startup import start_remote
+from collectd_monitor.hostname import collectd_hostname
 from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
 from collectd_monitor.replacer.plugin import install as install_replacer
 
@@ -50,7 +51,11 @@ def _init() -> None:
         collectd.error(f'{NAME}: no <Module "{NAME}"> block with MonitorConfigPath; plugin idle')
         return
     _agent = start_remote(
-        _options, collectd=collectd, offline=offline(), config_replacer=install_replacer
+        _options,
+        collectd=collectd,
+        offline=offline(),
+        config_replacer=install_replacer,
+        hostname=collectd_hostname(),
     )
 
 

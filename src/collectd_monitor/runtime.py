@@ -87,12 +87,15 @@ executors = SharedExecutor()
 
 
 def load_for_plugin(
-    name: str, options: Mapping[str, Any], *, collectd: Any = None
+    name: str, options: Mapping[str, Any], *, collectd: Any = None, hostname: str | None = None
 ) -> MonitorConfig | None:
-    """Load the config and set up logging; on error log one line and return None."""
+    """Load the config and set up logging; on error log one line and return None.
+
+    ``hostname`` is collectd's ``Hostname``, the default in topics and ClientId.
+    """
     warnings: list[str] = []
     try:
-        config = load_config(options, warn=warnings.append)
+        config = load_config(options, hostname=hostname, warn=warnings.append)
     except ConfigError as exc:
         logsetup.configure(collectd=collectd)
         logging.getLogger(name).error("%s; plugin stays idle", exc)
@@ -110,11 +113,13 @@ def load_for_plugin(
     return config
 
 
-def reload_for_plugin(name: str, options: Mapping[str, Any]) -> MonitorConfig:
+def reload_for_plugin(
+    name: str, options: Mapping[str, Any], *, hostname: str | None = None
+) -> MonitorConfig:
     """Load the config again as :func:`load_for_plugin` did; raise ConfigError instead of
     going idle, so that a running plugin keeps its config when the new one is unusable."""
     warnings: list[str] = []
-    config = load_config(options, warn=warnings.append)
+    config = load_config(options, hostname=hostname, warn=warnings.append)
     logger = logging.getLogger(name)
     for line in warnings:
         logger.warning("%s", line)

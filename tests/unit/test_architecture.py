@@ -33,6 +33,7 @@ CORE_MODULES = {
     "errors",
     "executor",
     "fsutil",
+    "hostname",
     "logsetup",
     "plugin_support",
     "runas",

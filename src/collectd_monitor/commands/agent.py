@@ -95,6 +95,7 @@ class RemoteAgent:
             on_message=self.handle_message,
             on_connected=self.handle_connected,
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
+            on_problems=self.handle_problems,
         )
         self.config_handler = config_handler
         self._own_verifiers = verifiers is None
@@ -155,6 +156,12 @@ class RemoteAgent:
             log.warning("results not yet acknowledged stay in the outbox for the next start")
         self.link.stop(0.2)
         self.seen.close()
+
+    def handle_problems(self, problems: tuple[str, ...]) -> None:
+        """The broker refused something (link thread): say so in our status message."""
+        self.link.publish(
+            self.config.status_topic, presence("online", self.config, problems=problems), 1, True
+        )
 
     def handle_connected(self) -> None:
         """The link is (again) on the broker: announce us, send what the outbox holds."""
@@ -350,7 +357,9 @@ def command_result(task_id: int, outcome: Outcome) -> Result:
     return Result(task_id=task_id, code=outcome.code, message=outcome.message, stderr=stderr)
 
 
-def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
+def presence(
+    status: str, config: MonitorConfig, reason: str = "", problems: tuple[str, ...] = ()
+) -> bytes:
     """The retained status message; an online one also tells what this host offers.
 
     ``since`` is when this host came online (the connection this message
@@ -370,15 +379,18 @@ def presence(status: str, config: MonitorConfig, reason: str = "") -> bytes:
         body["version"] = __version__
         body["services"] = {name: sorted(s.commands) for name, s in config.services.items()}
         body["config_push"] = config.allow_config_replace
+    if problems:  # what the broker refused us, e.g. our subscription
+        body["problems"] = list(problems)
     return json.dumps(body).encode()
 
 
 def presence_host(config: MonitorConfig) -> str:
     """This host's name in the fleet: the topic level before ``status`` in StatusTopic.
 
-    The config holds no collectd ``Hostname``; the default topics are built from
-    the host name (``collectd-monitor/HOST/status``), so that level names the
-    host. Otherwise the ClientId without its ``collectd-monitor-`` prefix.
+    The default topics are built from collectd's ``Hostname`` (the remote
+    plugin reads it from collectd's config file), ``collectd-monitor/HOST/status``,
+    so that level is collectd's host name unless StatusTopic is set by hand.
+    Otherwise the ClientId without its ``collectd-monitor-`` prefix.
     """
     levels = config.status_topic.split("/")
     if len(levels) >= 2 and levels[-2]:

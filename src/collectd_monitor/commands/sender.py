@@ -7,6 +7,10 @@ and rides out a dropped broker connection (reconnecting and resubscribing).
 With MQTT 5 (tried first, falling back to 3.1.1) the request also names a
 response topic of its own with correlation data, and carries a message expiry
 so that a host which comes back hours later does not run a stale command.
+With ``MqttVersion auto`` an MQTT 5 CONNECT that gets no CONNACK within a few
+seconds, or whose connection closes first, is tried again with 3.1.1. A
+refused subscription to the result topic, or (MQTT 5, QoS 1) a refused
+publish of the request, ends the wait at once with :class:`BrokerRefused`.
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor.commands.brokerfaults import (
+    CONNACK_TIMEOUT,
+    NoConnack,
+    refusal_reason,
+    unsupported_protocol,
+    version_name,
+    versions,
+)
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.security import Signer
-from collectd_monitor.commands.transport import (
-    connect,
-    first_protocol,
-    new_client,
-    unsupported_protocol,
-)
+from collectd_monitor.commands.transport import connect, new_client
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, MonitorError, TransportError
 
@@ -67,8 +74,8 @@ def codeless_answer(payload: bytes, task_id: int) -> dict[str, Any] | None:
     return None
 
 
-class _Unsupported(TransportError):
-    """The broker does not speak the MQTT version we tried."""
+class BrokerRefused(TransportError):
+    """The broker refused a subscription or a publish (an ACL, most likely)."""
 
 
 def new_task_id() -> int:
@@ -113,13 +120,22 @@ class Sender:
         """
         if self.signer is not None:
             payload = self.signer.sign(self.topic, payload)
-        try:
-            return self._attempt(payload, timeout, first_protocol(self.settings))
-        except _Unsupported:
-            if self.settings.protocol != "auto":
-                raise
-            self.progress("the broker does not speak MQTT 5; using MQTT 3.1.1")
-            return self._attempt(payload, timeout, mqtt.MQTTv311)
+        address = self.settings.address
+        failures = []
+        candidates = versions.candidates(address, self.settings.protocol)
+        for protocol in candidates:
+            try:
+                result = self._attempt(payload, timeout, protocol)
+            except NoConnack as exc:
+                failures.append(f"MQTT {version_name(protocol)}: {exc}")
+                if protocol != candidates[-1]:
+                    self.progress(f"{failures[-1]}; trying MQTT {version_name(candidates[-1])}")
+                continue
+            versions.worked(address, protocol)
+            return result
+        raise TransportError(
+            f"no usable answer from the broker at {address} ({'; '.join(failures)})"
+        )
 
     def _client(self, client_id: str, protocol: MQTTProtocolVersion) -> mqtt.Client:
         client = new_client(self.settings, client_id, protocol)
@@ -149,6 +165,7 @@ class Sender:
         connected, done, sent = threading.Event(), threading.Event(), threading.Event()
         result: list[Result] = []
         codeless: list[dict[str, Any]] = []
+        refused: list[str] = []
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             try:
@@ -161,13 +178,24 @@ class Sender:
             except Exception:
                 log.exception("connect handler")
 
-        def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
+        def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, codes: Any, _p: Any) -> None:
             try:
-                if not sent.is_set():
+                why = refusal_reason(codes[0]) if codes else None  # codes[0]: the result topic
+                if why is not None:
+                    refused.append(f"the broker refused subscribe {self.result_topic}: {why}")
+                    done.set()
+                elif not sent.is_set():
                     sent.set()
-                    c.publish(self.topic, body, qos=self.settings.qos, properties=properties)
+                    info = c.publish(self.topic, body, qos=self.settings.qos, properties=properties)
+                    connack["publish_mid"] = info.mid
             except Exception:
                 log.exception("subscribe handler")
+
+        def on_publish(_c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+            why = refusal_reason(reason)
+            if why is not None and mid == connack.get("publish_mid"):
+                refused.append(f"the broker refused the publish to {self.topic}: {why}")
+                done.set()
 
         def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
             try:
@@ -183,11 +211,15 @@ class Sender:
                 done.set()
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not done.is_set() and sent.is_set():
+            if not connected.is_set():
+                connack["closed"] = reason
+                connected.set()
+            elif not done.is_set() and sent.is_set():
                 self.progress(f"lost the broker connection ({reason}); reconnecting")
 
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
+        client.on_publish = on_publish
         client.on_message = on_message
         client.on_disconnect = on_disconnect
         settings = replace(self.settings, keepalive=60)
@@ -198,18 +230,27 @@ class Sender:
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to {self.settings.address}: {exc}") from None
         deadline = time.monotonic() + timeout
+        auto = self.settings.protocol == "auto"
         client.loop_start()
         try:
-            if not connected.wait(self.connect_timeout):
+            if not connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout):
+                if auto:
+                    raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
                 raise TransportError(f"no answer from the broker at {self.settings.address}")
+            if "reason" not in connack:
+                closed = (
+                    f"the broker closed the connection before its CONNACK ({connack['closed']})"
+                )
+                raise NoConnack(closed) if auto else TransportError(closed)
             reason = connack["reason"]
             if reason.is_failure:
                 text = str(reason)
                 if unsupported_protocol(reason):
-                    raise _Unsupported(text)
+                    raise NoConnack(f"the broker answered {text!r}")
                 if "authori" in text.lower() or "password" in text.lower():
                     raise AuthError(f"the broker refused our credentials: {text}")
                 raise TransportError(f"the broker refused the connection: {text}")
+            connack["up"] = True
             if not done.wait(max(deadline - time.monotonic(), 0)):
                 raise ResultTimeout(
                     f"no result for task {task_id} within {timeout:g} s"
@@ -217,11 +258,13 @@ class Sender:
                 )
             if codeless:
                 raise CodelessResult(codeless[0])
+            if refused:
+                raise BrokerRefused(refused[0])
             return result[0]
         finally:
             client.disconnect()
             client.loop_stop()
-            if self.persistent:
+            if self.persistent and connack.get("up"):
                 self._clear_session(client_id, protocol)
 
     def _clear_session(self, client_id: str, protocol: MQTTProtocolVersion) -> None:

@@ -23,6 +23,7 @@ def start_remote(
     collectd: Any = None,
     offline: bool = False,
     config_replacer: Extension | None = None,
+    hostname: str | None = None,
 ) -> RemoteAgent | None:
     """Load the config and start the agent; None when the plugin stays idle.
 
@@ -30,7 +31,7 @@ def start_remote(
     ``AllowConfigReplace`` to false. It is passed in by the plugin module, so
     that this package does not depend on :mod:`collectd_monitor.replacer`.
     """
-    config = load_for_plugin(NAME, options, collectd=collectd)
+    config = load_for_plugin(NAME, options, collectd=collectd, hostname=hostname)
     if config is None:
         return None
     if offline:
@@ -44,7 +45,9 @@ def start_remote(
     if config.source:
         agent.watch_config(
             ConfigWatch(
-                config, load=lambda: reload_for_plugin(NAME, options), apply=agent.apply_config
+                config,
+                load=lambda: reload_for_plugin(NAME, options, hostname=hostname),
+                apply=agent.apply_config,
             )
         )
     agent.start()

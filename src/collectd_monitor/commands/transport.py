@@ -10,6 +10,9 @@ turns a 41 ms round trip into 1.4 ms.
 Deliveries are followed through paho's public ``on_publish`` callback, keyed
 by message id (:mod:`collectd_monitor.commands.acks`): a publisher learns once,
 without polling, whether the broker took its message or paho dropped it.
+
+A CONNECT without CONNACK, a refused subscription or publish and a client id
+taken over are told apart and logged as such (:mod:`.brokerfaults`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import logging
 import socket
 import ssl
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -27,6 +32,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.commands.acks import Acks, Done
+from collectd_monitor.commands.brokerfaults import (
+    CONNACK_TIMEOUT,
+    FlapWatch,
+    refusal_reason,
+    taken_over,
+    unsupported_protocol,
+    version_name,
+    versions,
+)
 from collectd_monitor.config import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -34,8 +48,8 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
-UNSUPPORTED_PROTOCOL = (1, 0x84)
-"""CONNACK codes of a broker that does not speak the MQTT version we asked for."""
+TOPICS_REMEMBERED = 4096
+"""Topics of published messages kept to name them in a refusal (by message id)."""
 
 
 def new_client(
@@ -70,11 +84,7 @@ def connect(client: mqtt.Client, settings: BrokerSettings, *, clean: bool | None
 
 
 def first_protocol(settings: BrokerSettings) -> MQTTProtocolVersion:
-    return mqtt.MQTTv311 if settings.protocol == "3.1.1" else mqtt.MQTTv5
-
-
-def unsupported_protocol(reason: Any) -> bool:
-    return getattr(reason, "value", None) in UNSUPPORTED_PROTOCOL
+    return versions.candidates(settings.address, settings.protocol)[0]
 
 
 def set_nodelay(sock: Any) -> None:
@@ -141,6 +151,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
         connect_timeout: float = 5.0,
+        on_problems: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self.settings = settings
         self._subscriptions = list(subscriptions)
@@ -156,7 +167,16 @@ class MqttLink:
 
         self._will = will
         self._connect_timeout = connect_timeout
-        self._fall_back = False
+        self._on_problems = on_problems
+        self.problems: tuple[str, ...] = ()
+        """Refusals since the last CONNACK: subscriptions and publishes an ACL denied."""
+        self._connack = False
+        self._unsupported: str | None = None
+        self._switched = False
+        self._up_since = 0.0
+        self._flaps = FlapWatch(short=max(30.0, 10 * settings.reconnect_interval))
+        self._subscribing: dict[int, str] = {}
+        self._topics: OrderedDict[int, str] = OrderedDict()
         self.client = self._make_client(first_protocol(settings))
 
     def _make_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
@@ -169,6 +189,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         client.on_pre_connect = self._handle_pre_connect
         return client
 
@@ -226,6 +247,10 @@ class MqttLink:
             return False
         if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             return False
+        if qos > 0:
+            self._topics[info.mid] = topic
+            while len(self._topics) > TOPICS_REMEMBERED:
+                self._topics.popitem(last=False)
         self._acks.track(info.mid, qos, generation, on_done)
         return True
 
@@ -235,26 +260,17 @@ class MqttLink:
         delay = self.settings.reconnect_interval
         while not self._stop.is_set():
             self._was_up = False
-            if self._fall_back:
-                self._fall_back = False
-                log.info("%s does not speak MQTT 5; using MQTT 3.1.1", self.settings.address)
-                self.client = self._make_client(mqtt.MQTTv311)
-                self._acks.forget_all()
+            self._connack = False
+            self._unsupported = None
+            failure = None
             try:
                 connect(self.client, self.settings)
             except (OSError, ValueError) as exc:
                 self._note_failure(f"cannot connect to {self.settings.address}: {exc}")
             else:
-                while not self._stop.is_set():
-                    try:
-                        rc = self.client.loop(timeout=1.0)
-                    except Exception as exc:  # paho raised: treat it as a lost link
-                        self._note_failure(f"MQTT loop error: {exc}")
-                        break
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
+                failure = self._loop()
             self._connected.clear()
-            if self._fall_back:
+            if failure is not None and self._other_version(failure):
                 continue
             if self._was_up:  # a healthy link broke: start the back-off afresh
                 delay = self.settings.reconnect_interval
@@ -262,6 +278,69 @@ class MqttLink:
                 break
             delay = min(delay * 2, self.settings.reconnect_max_interval)
         self._connected.clear()
+
+    def _loop(self) -> str | None:
+        """Run paho's loop until the link goes down; why, when it went down before CONNACK."""
+        started = time.monotonic()
+        limit = CONNACK_TIMEOUT if self.settings.protocol == "auto" else self._connect_timeout
+        while not self._stop.is_set():
+            try:
+                rc = self.client.loop(timeout=0.2 if not self._connack else 1.0)
+            except Exception as exc:  # paho raised: treat it as a lost link
+                self._note_failure(f"MQTT loop error: {exc}")
+                return None
+            if self._unsupported is not None:
+                return f"the broker answered {self._unsupported!r}"
+            if self._connack:
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return None
+            elif rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return "the broker closed the connection before its CONNACK"
+            elif time.monotonic() - started >= limit:
+                return f"no CONNACK within {limit:g} s"
+        return None
+
+    def _other_version(self, failure: str) -> bool:
+        """A CONNECT failed before CONNACK: log it; under auto switch versions.
+
+        True to try again at once (the first switch since the last good
+        connection), False to wait out the back-off first.
+        """
+        name = version_name(self.client.protocol)
+        candidates = versions.candidates(self.settings.address, self.settings.protocol)
+        others = [p for p in candidates if p != self.client.protocol]
+        if not others:
+            self._note_failure(f"MQTT {name} connect to {self.settings.address} failed: {failure}")
+            return False
+        log.warning(
+            "MQTT %s connect to %s failed: %s; trying MQTT %s",
+            name,
+            self.settings.address,
+            failure,
+            version_name(others[0]),
+        )
+        try:
+            self.client.disconnect()
+            self.client.loop(0.05)
+        except Exception:  # the old client is dropped anyway
+            pass
+        self.client = self._make_client(others[0])
+        self._acks.forget_all()
+        self._topics.clear()
+        immediate = not self._switched
+        self._switched = True
+        return immediate
+
+    def _refused(self, problem: str) -> None:
+        """The broker refused a subscription or a publish: an ACL denial, most likely."""
+        if problem in self.problems:
+            log.debug("%s (again)", problem)
+            return
+        user = f"user {self.settings.user!r}" if self.settings.user else "no user name"
+        log.error("%s (we are %s on %s)", problem, user, self.settings.address)
+        self.problems = (*self.problems, problem)
+        if self._on_problems is not None:
+            self._on_problems(self.problems)
 
     def _note_failure(self, message: str) -> None:
         if message != self.last_error:
@@ -281,16 +360,24 @@ class MqttLink:
                 and unsupported_protocol(reason)
                 and self.settings.protocol == "auto"
             ):
-                self._fall_back = True
+                self._unsupported = str(reason)
                 return
+            self._connack = True
             if reason.is_failure:
                 self._note_failure(f"broker {self.settings.address} refused us: {reason}")
                 return
             self.connect_count += 1
             self._was_up = True
+            self._switched = False
+            self._up_since = time.monotonic()
             self.last_error = None
+            self.problems = ()
+            versions.worked(self.settings.address, client.protocol)
+            self._subscribing.clear()
             for topic, qos in self._subscriptions:
-                client.subscribe(topic, qos)
+                _rc, mid = client.subscribe(topic, qos)
+                if mid is not None:
+                    self._subscribing[mid] = topic
             log.info(
                 "connected to %s as %s (MQTT %s)%s",
                 self.settings.address,
@@ -312,9 +399,36 @@ class MqttLink:
             self._connected.clear()
             self._acks.connection_lost()
             if was_connected and not self._stop.is_set():
-                log.warning("lost connection to %s: %s", self.settings.address, reason)
+                self._connection_ended(reason)
         except Exception:
             log.exception("error in MQTT disconnect handler")
+
+    def _connection_ended(self, reason: Any) -> None:
+        """Log a lost connection; once per series, that another client has our client id."""
+        taken = taken_over(reason)
+        if self._flaps.ended(time.monotonic() - self._up_since, taken=taken):
+            client_id = self.settings.client_id
+            if taken:
+                log.error(
+                    "another client connected with our client id %r, and %s dropped us (%s); "
+                    "each reconnect knocks the other off: give every client its own ClientId",
+                    client_id,
+                    self.settings.address,
+                    reason,
+                )
+            else:
+                log.error(
+                    "%s closed our connection %d times in a row soon after accepting it: "
+                    "probably another client connected with our client id %r "
+                    "(give every client its own ClientId)",
+                    self.settings.address,
+                    self._flaps.repeats,
+                    client_id,
+                )
+        elif self._flaps.flapping:
+            log.debug("lost connection to %s: %s", self.settings.address, reason)
+        else:
+            log.warning("lost connection to %s: %s", self.settings.address, reason)
 
     def _handle_pre_connect(self, _client: mqtt.Client, _userdata: Any) -> None:
         try:  # paho's reconnect() has just discarded the unsent QoS 0 packets
@@ -326,11 +440,25 @@ class MqttLink:
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any
     ) -> None:
         try:
-            if getattr(reason, "is_failure", False):
-                log.warning("the broker refused message %d: %s", mid, reason)
+            topic = self._topics.pop(mid, None)
+            why = refusal_reason(reason)
+            if why is not None:
+                self._refused(f"publish to {topic or f'message {mid}'} refused: {why}")
             self._acks.acknowledged(mid)
         except Exception:
             log.exception("error in MQTT publish handler")
+
+    def _handle_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: Any, _props: Any
+    ) -> None:
+        try:
+            topic = self._subscribing.pop(mid, f"message {mid}")
+            for reason in reasons or ():
+                why = refusal_reason(reason)
+                if why is not None:
+                    self._refused(f"subscribe {topic} refused: {why}")
+        except Exception:
+            log.exception("error in MQTT subscribe handler")
 
     def _handle_message(
         self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTProtocolVersion
 
+from collectd_monitor.commands.brokerfaults import (
+    CONNACK_TIMEOUT,
+    NoConnack,
+    refusal_reason,
+    unsupported_protocol,
+    version_name,
+    versions,
+)
 from collectd_monitor.commands.transport import connect, new_client
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, TransportError
@@ -91,17 +100,41 @@ def read_statuses(
     The broker sends retained messages right after our subscription; a probe
     message we publish after subscribing arrives after them, which tells us we
     have them all. Should the broker's ACL refuse the probe, ``quiet`` seconds
-    without a message end the wait instead.
+    without a message end the wait instead. With ``MqttVersion auto`` a
+    CONNECT without CONNACK is tried again with the other MQTT version.
     """
+    failures = []
+    candidates = versions.candidates(settings.address, settings.protocol)
+    for protocol in candidates:
+        try:
+            found = _read(settings, template, protocol, connect_timeout, quiet, limit)
+        except NoConnack as exc:
+            failures.append(f"MQTT {version_name(protocol)}: {exc}")
+            continue
+        versions.worked(settings.address, protocol)
+        return found
+    raise TransportError(
+        f"no usable answer from the broker at {settings.address} ({'; '.join(failures)})"
+    )
+
+
+def _read(
+    settings: BrokerSettings,
+    template: str,
+    protocol: MQTTProtocolVersion,
+    connect_timeout: float,
+    quiet: float,
+    limit: float,
+) -> list[HostStatus]:
     client_id = f"collectd-monitor-hosts-{uuid.uuid4().hex[:12]}"
     probe = f"collectd-monitor-probe/{client_id}"
-    protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
     client = new_client(replace(settings, client_id=client_id), client_id, protocol)
     client.connect_timeout = connect_timeout
     found: dict[str, HostStatus] = {}
     connack: dict[str, Any] = {}
     connected, done = threading.Event(), threading.Event()
     last = [time.monotonic()]
+    refused: list[str] = []
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         connack["reason"] = reason
@@ -109,8 +142,18 @@ def read_statuses(
         if not reason.is_failure:
             c.subscribe([(template, 1), (probe, 1)])
 
-    def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
+    def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not connected.is_set():
+            connack["closed"] = reason
+            connected.set()
+
+    def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, codes: Any, _p: Any) -> None:
         last[0] = time.monotonic()
+        why = refusal_reason(codes[0]) if codes else None
+        if why is not None:
+            refused.append(f"the broker refused subscribe {template}: {why}")
+            done.set()
+            return
         c.publish(probe, b"probe", qos=1)
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
@@ -128,19 +171,28 @@ def read_statuses(
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    client.on_disconnect = on_disconnect
     try:
         connect(client, replace(settings, keepalive=30), clean=True)
     except ssl.SSLError as exc:
         raise TransportError(f"TLS with {settings.address} failed: {exc}") from None
     except (OSError, ValueError) as exc:
         raise TransportError(f"cannot connect to {settings.address}: {exc}") from None
+    auto = settings.protocol == "auto"
     client.loop_start()
     try:
-        if not connected.wait(connect_timeout):
+        if not connected.wait(CONNACK_TIMEOUT if auto else connect_timeout):
+            if auto:
+                raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
             raise TransportError(f"no answer from the broker at {settings.address}")
+        if "reason" not in connack:
+            closed = f"the broker closed the connection before its CONNACK ({connack['closed']})"
+            raise NoConnack(closed) if auto else TransportError(closed)
         reason = connack["reason"]
         if reason.is_failure:
             text = str(reason)
+            if unsupported_protocol(reason) and auto:
+                raise NoConnack(f"the broker answered {text!r}")
             if "authori" in text.lower() or "password" in text.lower():
                 raise AuthError(f"the broker refused our credentials: {text}")
             raise TransportError(f"the broker refused the connection: {text}")
@@ -149,6 +201,8 @@ def read_statuses(
             now = time.monotonic()
             if now - last[0] >= quiet or now >= end:
                 break
+        if refused:
+            raise TransportError(refused[0])
     finally:
         client.disconnect()
         client.loop_stop()
