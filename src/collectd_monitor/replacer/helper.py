@@ -28,6 +28,7 @@ from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import Result
+from collectd_monitor.fsutil import open_private
 from collectd_monitor.plugin_support import OFFLINE_ENV, SAFE_PATH
 from collectd_monitor.replacer.errors import ReplaceFailed
 from collectd_monitor.replacer.lock import ReplaceLock
@@ -128,9 +129,7 @@ def spawn(spec: HelperSpec) -> None:
         if done.returncode != 0:
             raise OSError(f"systemd-run failed: {done.stderr.decode(errors='replace').strip()}")
         return
-    fd = os.open(
-        spec.paths.helper_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
+    fd = open_private(spec.paths.helper_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         proc = subprocess.Popen(
             argv,
