@@ -26,6 +26,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor.commands.linkfailures import SocketErrors, explain
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.transport import (
@@ -123,6 +124,8 @@ class Sender:
                 properties.MessageExpiryInterval = max(1, round(self.expiry))
 
         connack: dict[str, Any] = {}
+        socket_errors = SocketErrors()
+        client.on_log = socket_errors.on_log
         connected, done, sent = threading.Event(), threading.Event(), threading.Event()
         result: list[Result] = []
 
@@ -155,7 +158,14 @@ class Sender:
                 done.set()
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not done.is_set() and sent.is_set():
+            if not connected.is_set():  # dropped before any CONNACK: paho gives no reason
+                connack["early"] = explain(
+                    socket_errors.take(),
+                    secure=self.settings.secure,
+                    client_cert=bool(self.settings.cert_file),
+                )
+                connected.set()
+            elif not done.is_set() and sent.is_set():
                 self.progress(f"lost the broker connection ({reason}); reconnecting")
 
         client.on_connect = on_connect
@@ -174,6 +184,10 @@ class Sender:
         try:
             if not connected.wait(self.connect_timeout):
                 raise TransportError(f"no answer from the broker at {self.settings.address}")
+            if "reason" not in connack:
+                raise TransportError(
+                    f"cannot connect to {self.settings.address}: {connack['early']}"
+                )
             reason = connack["reason"]
             if reason.is_failure:
                 text = str(reason)

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.commands.acks import Acks, Done
+from collectd_monitor.commands.linkfailures import FailureLog, SocketErrors, explain
 from collectd_monitor.config import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ class MqttLink:
         self._was_up = False
         self.last_error: str | None = None
         self.connect_count = 0
+        self._failures = FailureLog(log, settings.address)
+        self._socket_errors = SocketErrors()
+        self._attempt_failed = False
 
         self._will = will
         self._connect_timeout = connect_timeout
@@ -170,6 +174,7 @@ class MqttLink:
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         client.on_pre_connect = self._handle_pre_connect
+        client.on_log = self._socket_errors.on_log  # the only place paho names socket errors
         return client
 
     @property
@@ -235,6 +240,8 @@ class MqttLink:
         delay = self.settings.reconnect_interval
         while not self._stop.is_set():
             self._was_up = False
+            self._attempt_failed = False
+            self._socket_errors.take()
             if self._fall_back:
                 self._fall_back = False
                 log.info("%s does not speak MQTT 5; using MQTT 3.1.1", self.settings.address)
@@ -252,6 +259,7 @@ class MqttLink:
                         self._note_failure(f"MQTT loop error: {exc}")
                         break
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        self._note_early_close()
                         break
             self._connected.clear()
             if self._fall_back:
@@ -263,12 +271,21 @@ class MqttLink:
             delay = min(delay * 2, self.settings.reconnect_max_interval)
         self._connected.clear()
 
-    def _note_failure(self, message: str) -> None:
-        if message != self.last_error:
-            log.warning("%s; retrying with back-off", message)
-        else:
-            log.debug("%s", message)
+    def _note_failure(self, message: str, kind: str | None = None) -> None:
+        self._attempt_failed = True
+        self._failures.failed(message, kind=kind)
         self.last_error = message
+
+    def _note_early_close(self) -> None:
+        """The socket broke before any CONNACK: paho called none of our handlers with why."""
+        if self._was_up or self._attempt_failed or self._fall_back or self._stop.is_set():
+            return
+        reason = explain(
+            self._socket_errors.take(),
+            secure=self.settings.secure,
+            client_cert=bool(self.settings.cert_file),
+        )
+        self._note_failure(f"cannot connect to {self.settings.address}: {reason}", "early close")
 
     # -- paho callbacks (guarded) ----------------------------------------------------
 
@@ -289,6 +306,7 @@ class MqttLink:
             self.connect_count += 1
             self._was_up = True
             self.last_error = None
+            self._failures.recovered()
             for topic, qos in self._subscriptions:
                 client.subscribe(topic, qos)
             log.info(
