@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 
+from collectd_monitor.testing.sandbox import wait_for
+
 from ..conftest import command_message
 
 pytestmark = pytest.mark.integration
@@ -46,3 +48,36 @@ def test_planted_symlinks_in_a_shared_state_dir_are_never_followed(monitor, peer
     assert "unsafe state directory" in log and "replay protection does not survive" in log
     assert "unsafe outbox directory" in log and "kept in memory only" in log
     assert "Traceback" not in log
+
+
+RULE_FILE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+metric_handlers = {{}}
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_world_writable_rule_directory_warns_or_with_strict_permissions_refuses(
+    monitor, tmp_path, strict
+):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rules.chmod(0o777)  # anyone could drop code here that collectd imports as root
+    marker = tmp_path / "imported"
+    (rules / "planted.py").write_text(RULE_FILE.format(marker=str(marker)))
+    m = monitor(
+        {"LocalMonitorConfigDir": str(rules), "Security": {"StrictPermissions": strict}},
+        plugins=("collectd_monitor.local",),
+        wait_connected=False,
+    )
+    if strict:
+        line = m.collectd.wait_log(r"SECURITY: .*refusing to start").group(0)
+        assert not marker.exists()
+    else:
+        line = m.collectd.wait_log(r"SECURITY WARNING: .*").group(0)
+        wait_for(marker.exists, 15, what="the rule file to be imported")
+    assert str(rules) in line and "writable by group or others" in line
+    assert f"chmod go-w {rules}" in line
+    assert m.collectd.pid() is not None
+    assert "Traceback" not in m.log()

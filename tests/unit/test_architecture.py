@@ -33,6 +33,7 @@ CORE_MODULES = {
     "executor",
     "fsutil",
     "logsetup",
+    "permissions",
     "plugin_support",
     "runtime",
     "schema",
