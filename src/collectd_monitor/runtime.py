@@ -15,7 +15,7 @@ from collectd_monitor import logsetup
 from collectd_monitor.config import MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import CommandExecutor
-from collectd_monitor.security_config import check_permissions
+from collectd_monitor.permissions import check_all, collectd_conf_path, own_cmdline
 
 EXECUTOR_STOP_TIMEOUT = 0.4
 """Seconds the last plugin to stop waits for aborted commands to report."""
@@ -104,13 +104,16 @@ def load_for_plugin(
     logger = logging.getLogger(name)
     for line in warnings:
         logger.warning("%s", line)
-    exposed = check_permissions(config.source, bool(config.secrets or config.security.ed25519_keys))
-    if exposed and config.security.strict_permissions:
-        logger.error("SECURITY: %s; refusing to start (Security.StrictPermissions)", exposed)
-        return None
-    if exposed:
-        logger.warning("SECURITY WARNING: %s", exposed)
-    return config
+    strict = config.security.strict_permissions
+    # collectd.conf is ours to check only inside collectd (its -C names it)
+    conf = collectd_conf_path(own_cmdline()) if collectd is not None else None
+    findings = check_all(config, module_options=options, collectd_conf=conf)
+    for finding in findings:
+        if strict:
+            logger.error("SECURITY: %s; refusing to start (Security.StrictPermissions)", finding)
+        else:
+            logger.warning("SECURITY WARNING: %s", finding)
+    return None if findings and strict else config
 
 
 def reload_for_plugin(
@@ -123,10 +126,12 @@ def reload_for_plugin(
     logger = logging.getLogger(name)
     for line in warnings:
         logger.warning("%s", line)
-    exposed = check_permissions(config.source, bool(config.secrets or config.security.ed25519_keys))
-    if exposed and config.security.strict_permissions:
-        raise ConfigError(f"SECURITY: {exposed} (Security.StrictPermissions)", path=config.source)
-    if exposed:
-        logger.warning("SECURITY WARNING: %s", exposed)
+    findings = check_all(config, module_options=options)
+    if findings and config.security.strict_permissions:
+        raise ConfigError(
+            f"SECURITY: {findings[0]} (Security.StrictPermissions)", path=config.source
+        )
+    for finding in findings:
+        logger.warning("SECURITY WARNING: %s", finding)
     logsetup.update(config.log_level, config.secrets)
     return config

@@ -66,6 +66,10 @@ class SecuritySettings:
     max_message_age: float = DEFAULT_MAX_AGE
     max_clock_skew: float = DEFAULT_MAX_SKEW
     strict_permissions: bool = False
+    ed25519_files: tuple[str, ...] = ()
+    """Public key files (``{"File": ...}``): checked for who may change them."""
+    hmac_files: tuple[str, ...] = ()
+    """HMAC secret files: checked for who may read them."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -76,14 +80,15 @@ class SecuritySettings:
         return bool(self.ed25519_keys or self.hmac_keys)
 
 
-def _read_key_material(keys: Section, key_id: str, value: Any, base: Path) -> str:
-    """Inline text, or ``{"File": path}`` (relative to config.json's directory)."""
+def _read_key_material(keys: Section, key_id: str, value: Any, base: Path, files: list[str]) -> str:
+    """Inline text, or ``{"File": path}`` relative to config.json (the path goes to ``files``)."""
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
         name = keys.child(key_id, value).raw("File")
         if isinstance(name, str):
             path = base / name
+            files.append(str(path))
             try:
                 return path.read_text()
             except OSError as exc:
@@ -101,9 +106,11 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
     section.reject_unknown(_KEYS, "unknown option")
     base = Path(source).parent if source else Path(".")
     ed25519_keys: dict[str, Any] = {}
+    ed25519_files: list[str] = []
+    hmac_files: list[str] = []
     keys = section.section_or_empty("Ed25519Keys")
     for key_id, material in keys.items():
-        text = _read_key_material(keys, key_id, material, base)
+        text = _read_key_material(keys, key_id, material, base, ed25519_files)
         try:
             ed25519_keys[key_id] = load_public_key(text)
         except (ValueError, binascii.Error) as exc:
@@ -111,7 +118,7 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
     hmac_keys: dict[str, bytes] = {}
     keys = section.section_or_empty("HmacKeys")
     for key_id, material in keys.items():
-        secret = _read_key_material(keys, key_id, material, base).strip().encode()
+        secret = _read_key_material(keys, key_id, material, base, hmac_files).strip().encode()
         if len(secret) < MIN_HMAC_BYTES:
             raise keys.error(f"an HMAC secret needs at least {MIN_HMAC_BYTES} bytes", key_id)
         hmac_keys[key_id] = secret
@@ -126,6 +133,8 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         max_message_age=section.get("MaxMessageAge", _seconds, DEFAULT_MAX_AGE),
         max_clock_skew=section.get("MaxClockSkew", _seconds, DEFAULT_MAX_SKEW),
         strict_permissions=section.get("StrictPermissions", as_bool, False),
+        ed25519_files=tuple(ed25519_files),
+        hmac_files=tuple(hmac_files),
     )
 
 

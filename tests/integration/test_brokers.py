@@ -120,7 +120,7 @@ def test_plugin_and_every_sender_work_with_amqtt_on_mqtt_version_auto(monitor, a
         wait_connected=False,
     )
     m.collectd.wait_log(r"connected to \S+ as \S+ \(MQTT 3\.1\.1\)", timeout=30)
-    assert "MQTT 5 connect to" in m.log() and "trying MQTT 3.1.1" in m.log()
+    assert "(MQTT 5)" in m.log() and "trying MQTT 3.1.1" in m.log()
 
     # hosts: the retained presence; once there, the broker has our subscription too
     # (the plugin subscribes before it publishes its status).

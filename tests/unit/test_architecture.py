@@ -35,6 +35,7 @@ CORE_MODULES = {
     "fsutil",
     "hostname",
     "logsetup",
+    "permissions",
     "plugin_support",
     "runas",
     "runtime",

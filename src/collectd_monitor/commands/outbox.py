@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collectd_monitor.config import MonitorConfig
-from collectd_monitor.fsutil import atomic_write
+from collectd_monitor.fsutil import UnsafePath, atomic_write, private_directory
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,11 @@ class Outbox:
         self._lock = threading.Lock()
         self._memory: dict[str, Entry] = {}
         if directory is not None:
-            try:
-                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:  # a directory another user can change could redirect our writes
+                private_directory(directory)
+            except UnsafePath as exc:
+                log.error("unsafe outbox directory: %s; results kept in memory only", exc)
+                self.directory = None
             except OSError as exc:
                 log.warning(
                     "cannot create outbox %s: %s; results kept in memory only", directory, exc

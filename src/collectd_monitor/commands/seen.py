@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from collectd_monitor.fsutil import atomic_write
+from collectd_monitor.fsutil import UnsafePath, atomic_write, open_private, private_directory
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,33 @@ class SeenTasks:
         self._file: IO[str] | None = None
         self._lines = 0
         if path is not None:
-            self._load(path)
+            try:  # another user's directory could redirect our appends (symlinks)
+                private_directory(path.parent)
+            except UnsafePath as exc:
+                log.error(
+                    "unsafe state directory: %s; seen task ids kept in memory only, "
+                    "replay protection does not survive a restart",
+                    exc,
+                )
+                self.path = None
+            except OSError as exc:
+                log.error(
+                    "cannot create %s: %s; seen task ids kept in memory only, "
+                    "replay protection does not survive a restart",
+                    path.parent,
+                    exc,
+                )
+                self.path = None
+            else:
+                self._load(path)
 
     def _load(self, path: Path) -> None:
         """Read what a former run remembered; a bad line is skipped, never fatal."""
         horizon = self.clock() - self.window if self.window else float("-inf")
         skipped = 0
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
+            fd = open_private(path, os.O_RDONLY)
+            with open(fd, encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     entry = _parse_line(line)
                     if entry is None:
@@ -104,16 +124,18 @@ class SeenTasks:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lines = "".join(_line(key, at) for key, at in self._ids.items())
             atomic_write(self.path, lines, mode=0o600, durable=True)
             if self._file is not None:
                 self._file.close()
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+                self._file = None
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+            self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             self._lines = len(self._ids)
         except OSError as exc:
-            log.warning(
-                "cannot persist seen task ids to %s: %s; keeping them in memory only",
+            log.error(
+                "cannot persist seen task ids to %s: %s; keeping them in memory only, "
+                "replay protection does not survive a restart",
                 self.path,
                 exc,
             )

@@ -38,6 +38,7 @@ from collectd_monitor.commands.brokerfaults import (
     version_name,
     versions,
 )
+from collectd_monitor.commands.linkfailures import SocketErrors, explain
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.transport import connect, new_client
@@ -162,6 +163,8 @@ class Sender:
                 properties.MessageExpiryInterval = max(1, round(self.expiry))
 
         connack: dict[str, Any] = {}
+        socket_errors = SocketErrors()
+        client.on_log = socket_errors.on_log
         connected, done, sent = threading.Event(), threading.Event(), threading.Event()
         result: list[Result] = []
         codeless: list[dict[str, Any]] = []
@@ -211,8 +214,12 @@ class Sender:
                 done.set()
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not connected.is_set():
-                connack["closed"] = reason
+            if not connected.is_set():  # dropped before any CONNACK: paho gives no reason
+                connack["closed"] = explain(
+                    socket_errors.take(),
+                    secure=self.settings.secure,
+                    client_cert=bool(self.settings.cert_file),
+                )
                 connected.set()
             elif not done.is_set() and sent.is_set():
                 self.progress(f"lost the broker connection ({reason}); reconnecting")
@@ -238,9 +245,7 @@ class Sender:
                     raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
                 raise TransportError(f"no answer from the broker at {self.settings.address}")
             if "reason" not in connack:
-                closed = (
-                    f"the broker closed the connection before its CONNACK ({connack['closed']})"
-                )
+                closed = f"cannot connect to {self.settings.address}: {connack['closed']}"
                 raise NoConnack(closed) if auto else TransportError(closed)
             reason = connack["reason"]
             if reason.is_failure:

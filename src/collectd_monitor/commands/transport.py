@@ -41,6 +41,7 @@ from collectd_monitor.commands.brokerfaults import (
     version_name,
     versions,
 )
+from collectd_monitor.commands.linkfailures import FailureLog, SocketErrors, explain
 from collectd_monitor.config import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class MqttLink:
         self._was_up = False
         self.last_error: str | None = None
         self.connect_count = 0
+        self._failures = FailureLog(log, settings.address)
+        self._socket_errors = SocketErrors()
 
         self._will = will
         self._connect_timeout = connect_timeout
@@ -191,6 +194,7 @@ class MqttLink:
         client.on_publish = self._handle_publish
         client.on_subscribe = self._handle_subscribe
         client.on_pre_connect = self._handle_pre_connect
+        client.on_log = self._socket_errors.on_log  # the only place paho names socket errors
         return client
 
     @property
@@ -262,6 +266,7 @@ class MqttLink:
             self._was_up = False
             self._connack = False
             self._unsupported = None
+            self._socket_errors.take()
             failure = None
             try:
                 connect(self.client, self.settings)
@@ -294,8 +299,13 @@ class MqttLink:
             if self._connack:
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     return None
-            elif rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return "the broker closed the connection before its CONNACK"
+            elif rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # paho calls none of our handlers
+                why = explain(
+                    self._socket_errors.take(),
+                    secure=self.settings.secure,
+                    client_cert=bool(self.settings.cert_file),
+                )
+                return f"the broker closed the connection before its CONNACK: {why}"
             elif time.monotonic() - started >= limit:
                 return f"no CONNACK within {limit:g} s"
         return None
@@ -309,16 +319,14 @@ class MqttLink:
         name = version_name(self.client.protocol)
         candidates = versions.candidates(self.settings.address, self.settings.protocol)
         others = [p for p in candidates if p != self.client.protocol]
+        # Grouped by what failed, not by the version tried: an outage under auto
+        # alternates versions and must still give one WARNING, not one per try.
+        kind = "early close" if "before its CONNACK:" in failure else failure
+        message = f"cannot connect to {self.settings.address} (MQTT {name}): {failure}"
         if not others:
-            self._note_failure(f"MQTT {name} connect to {self.settings.address} failed: {failure}")
+            self._note_failure(message, kind)
             return False
-        log.warning(
-            "MQTT %s connect to %s failed: %s; trying MQTT %s",
-            name,
-            self.settings.address,
-            failure,
-            version_name(others[0]),
-        )
+        self._note_failure(f"{message}; trying MQTT {version_name(others[0])} next", kind)
         try:
             self.client.disconnect()
             self.client.loop(0.05)
@@ -342,11 +350,8 @@ class MqttLink:
         if self._on_problems is not None:
             self._on_problems(self.problems)
 
-    def _note_failure(self, message: str) -> None:
-        if message != self.last_error:
-            log.warning("%s; retrying with back-off", message)
-        else:
-            log.debug("%s", message)
+    def _note_failure(self, message: str, kind: str | None = None) -> None:
+        self._failures.failed(message, kind=kind)
         self.last_error = message
 
     # -- paho callbacks (guarded) ----------------------------------------------------
@@ -374,6 +379,7 @@ class MqttLink:
             self.problems = ()
             versions.worked(self.settings.address, client.protocol)
             self._subscribing.clear()
+            self._failures.recovered()
             for topic, qos in self._subscriptions:
                 _rc, mid = client.subscribe(topic, qos)
                 if mid is not None:

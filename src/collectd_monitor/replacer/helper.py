@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collectd_monitor.fsutil import open_private
 from collectd_monitor.replacer import environment
 from collectd_monitor.replacer.paths import ReplacerPaths
 from collectd_monitor.replacer.report import OutboxTarget
@@ -131,9 +132,7 @@ def spawn(spec: HelperSpec) -> None:
         if done.returncode != 0:
             raise OSError(f"systemd-run failed: {done.stderr.decode(errors='replace').strip()}")
         return
-    fd = os.open(
-        spec.paths.helper_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
+    fd = open_private(spec.paths.helper_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         proc = subprocess.Popen(
             argv,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.fsutil import open_private, private_directory
 from collectd_monitor.replacer.errors import ReplaceFailed
 
 HANDOFF_SECONDS = 30.0
@@ -43,9 +44,8 @@ class ReplaceLock:
         briefly held by someone else.
         """
         try:
-            os.makedirs(self.path.parent, mode=0o700, exist_ok=True)
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(self.path, flags, 0o600)
+            private_directory(self.path.parent)  # root's or ours, not writable by others
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # no symlink, ours only
         except OSError as exc:
             raise ReplaceFailed(
                 ResultCode.REPLACE_PATH_NOT_FOUND, f"cannot open the lock file {self.path}: {exc}"
