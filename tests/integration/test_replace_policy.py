@@ -39,7 +39,13 @@ pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "collectd_monitor"]
 HELPER = "collectd_monitor.replacer.helper"
-TIMING = {"SettleTime": 0.5, "ConnectTimeout": 4, "StopTimeout": 15, "StartTimeout": 15}
+TIMING = {
+    "SettleTime": 0.5,
+    "ConnectTimeout": 4,
+    "StopTimeout": 15,
+    "StartTimeout": 15,
+    "WatchTime": 1,  # the helper watches a new daemon this long after success
+}
 RESULT_WAIT = 60.0
 HMAC_SECRET = "a shared secret of more than sixteen bytes"
 
@@ -275,6 +281,8 @@ def replace_cli(
             str(conf),
             "--settle-time",
             "0.5",
+            "--watch-time",
+            "1",
             "--connect-timeout",
             "4",
             "--timeout",
@@ -366,7 +374,7 @@ def test_two_replacements_of_one_config_are_refused_whatever_the_report_path(mon
     conf = tmp_path / "new.conf"
     conf.write_text(new_config(m, interval=7.0))
     common = ("--config-path", str(m.collectd.conf_path), "--pid-path", str(m.collectd.pid_path))
-    argv = [*CLI, "replace-config", str(conf), *common, "--settle-time", "0.5"]
+    argv = [*CLI, "replace-config", str(conf), *common, "--settle-time", "0.5", "--watch-time", "1"]
     argv += ["--connect-timeout", "4", "--monitor-config", str(m.config_path)]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,23 +308,26 @@ def refusal(link: FakeLink) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
-    [
-        (command(service="nope"), ResultCode.UNKNOWN_SERVICE),
-        (command(name="nope"), ResultCode.UNKNOWN_COMMAND),
-        ({"task_id": 5, "service": "hello", "command": "exec"}, ResultCode.MISSING_FIELD),
-        (b'{"task_id": 5, "service": ', ResultCode.MALFORMED_JSON),
+    ("make_body", "code"),
+    [  # bodies are made when the test runs: a timestamp taken at collection may be stale
+        (lambda: command(service="nope"), ResultCode.UNKNOWN_SERVICE),
+        (lambda: command(name="nope"), ResultCode.UNKNOWN_COMMAND),
+        (lambda: {"task_id": 5, "service": "hello", "command": "exec"}, ResultCode.MISSING_FIELD),
+        (lambda: b'{"task_id": 5, "service": ', ResultCode.MALFORMED_JSON),
         (
-            {**command(), "timestamp": "2001-01-01T00:00:00Z"},
+            lambda: {**command(), "timestamp": "2001-01-01T00:00:00Z"},
             ResultCode.MESSAGE_EXPIRED,
         ),
     ],
 )
 def test_bad_requests_are_refused_with_their_code_and_run_nothing(
-    make_agent: Agents, executor: CommandExecutor, body: dict[str, Any] | bytes, code: int
+    make_agent: Agents,
+    executor: CommandExecutor,
+    make_body: Callable[[], dict[str, Any] | bytes],
+    code: int,
 ) -> None:
     agent, link = make_agent()
-    agent.handle_message(message(body))
+    agent.handle_message(message(make_body()))
     assert refusal(link)["code"] == code
     assert executor.running == 0
 
