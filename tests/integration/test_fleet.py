@@ -79,7 +79,7 @@ def test_hosts_lists_the_fleet_and_sees_a_host_go_offline(monitor, broker, capsy
     fleet = start_fleet(
         monitor,
         {
-            "alpha": {"services": SERVICES_A},
+            "alpha": {"services": SERVICES_A, "settings": {"AllowConfigReplace": True}},
             "beta": {"services": SERVICES_B, "settings": {"AllowConfigReplace": False}},
         },
     )
