@@ -161,7 +161,7 @@ def summary(progress: Progress, failed: list[tuple[str, int]], timed_out: list[s
     if progress.unsent:
         failures = progress.failed + progress.timed_out
         parts.append(f"{progress.unsent} not sent (aborted after {failures} failure(s))")
-    return "; ".join(parts) + f"; {progress.elapsed:.1f} s"
+    return "; ".join(parts) + f"; {progress.elapsed:.2f} s"
 
 
 def _hosts(
