@@ -18,6 +18,7 @@ from collectd_monitor.fleet.fanout import (
     read_hosts_file,
     select_hosts,
 )
+from collectd_monitor.fleet.topics import host_in
 
 HOSTS = [f"h{n}" for n in range(10)]
 
@@ -168,3 +169,10 @@ def test_progress_lines_off_a_terminal_come_every_few_seconds():
     tty = io.StringIO()
     Display(tty, tty=True).show(s.progress(1.0))
     assert tty.getvalue().startswith("\r\x1b[K[") and "\n" not in tty.getvalue()
+
+
+def test_recorders_sharing_a_subscription_still_find_the_host():
+    shared = "$share/recorders/collectd-monitor/+/result"
+    assert host_in(shared, "collectd-monitor/web-1/result") == "web-1"
+    assert host_in(shared, "collectd-monitor/web-1/status") is None
+    assert host_in("$share/g/a/#", "a/b/c") == "b"
