@@ -203,3 +203,20 @@ def test_a_rolling_push_stops_after_a_failed_canary(monitor, broker, peer, cli, 
         "config",
         ResultCode.REPLACE_CONFIG_BROKEN,
     )
+
+
+def test_presence_of_more_hosts_than_the_broker_queues_per_client(broker, peer):
+    """mosquitto queues 1000 QoS 1 messages per client by default and drops the rest."""
+    from collectd_monitor.config import BrokerSettings
+    from collectd_monitor.fleet.presence import read_statuses
+
+    prefix = f"many-{uuid.uuid4().hex[:8]}"
+    publisher = peer()
+    for n in range(1500):
+        info = publisher.client.publish(
+            f"{prefix}/h{n:04d}/status", json.dumps({"status": "online"}), qos=1, retain=True
+        )
+    info.wait_for_publish(30)
+    settings = BrokerSettings(host="127.0.0.1", port=broker.port)
+    statuses = read_statuses(settings, f"{prefix}/+/status")
+    assert len(statuses) == 1500

@@ -107,11 +107,13 @@ def read_statuses(
         connack["reason"] = reason
         connected.set()
         if not reason.is_failure:
-            c.subscribe([(template, 1), (probe, 1)])
+            # QoS 0: a broker drops QoS 1 messages past its per-client queue
+            # (mosquitto: 1000), which a fleet's retained statuses exceed at once
+            c.subscribe([(template, 0), (probe, 0)])
 
     def on_subscribe(c: mqtt.Client, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
         last[0] = time.monotonic()
-        c.publish(probe, b"probe", qos=1)
+        c.publish(probe, b"probe", qos=0)
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:
