@@ -72,6 +72,16 @@ def count(minimum: int = 1, maximum: int = 10**9) -> Callable[[str], int]:
     return convert
 
 
+def rate(text: str) -> float:
+    """A rate per second: finite and above zero."""
+    value = _number(text)
+    if value <= 0 or value > 1e6:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be more than 0 and at most 1e6 per second"
+        )
+    return value
+
+
 def existing_file(text: str) -> str:
     """A path that names a readable regular file."""
     if not os.path.isfile(text):

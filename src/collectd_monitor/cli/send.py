@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from collectd_monitor.cli.argtypes import MAX_EXPIRY, Once, existing_file, seconds
+from collectd_monitor.cli.argtypes import MAX_EXPIRY, existing_file, seconds
+from collectd_monitor.cli.fanout import add_fanout_options, fan_out, wants_fanout
 from collectd_monitor.cli.status import (
     EXIT_CONNECTION,
     EXIT_OK,
@@ -93,8 +95,9 @@ def add_connection_options(
     group.add_argument(
         "--to",
         metavar="HOSTNAME",
-        action=Once,
-        help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...)",
+        action="append",
+        help="use the default topics of HOSTNAME (collectd-monitor/HOSTNAME/...); "
+        "with send-command/send-config also a glob and repeatable (see 'many hosts')",
     )
     group.add_argument(
         "--mqtt-version",
@@ -149,6 +152,7 @@ def register(subparsers: Any) -> None:
     )
     add_connection_options(cmd, original_options=True)
     add_history_options(cmd)
+    add_fanout_options(cmd, rolling=False)
     cmd.set_defaults(handler=send_command)
 
     conf = _sender_parser(
@@ -167,6 +171,7 @@ def register(subparsers: Any) -> None:
     )
     add_connection_options(conf, original_options=True)
     add_history_options(conf)
+    add_fanout_options(conf, rolling=True)
     conf.set_defaults(handler=send_config)
 
 
@@ -178,10 +183,11 @@ def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str,
     else:
         settings = BrokerSettings()
         topic, result_topic = default_topics()
-    if args.to and (args.topic or args.result_topic):
+    several = hasattr(args, "hosts_file") and wants_fanout(args)  # topics are templates then
+    if args.to and not several and (args.topic or args.result_topic):
         raise ConfigError("--to names the topics; give either --to or --topic/--result-topic")
     if args.to:
-        topic, result_topic = default_topics(args.to)
+        topic, result_topic = default_topics(args.to[-1] if isinstance(args.to, list) else args.to)
     secure = settings.secure if args.secure is None else True
     if args.ca_file or args.cert_file:
         secure = True
@@ -258,7 +264,19 @@ def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persiste
     return EXIT_OK
 
 
+def _fan_out(args: argparse.Namespace, make: Callable[[int], dict[str, Any]], what: str) -> int:
+    try:
+        settings, _, _ = connection_from_args(args)
+    except ConfigError as exc:
+        print(f"collectd-monitor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return fan_out(args, settings, make, what)
+
+
 def send_command(args: argparse.Namespace) -> int:
+    if wants_fanout(args):
+        what = f"{args.service}/{args.command}"
+        return _fan_out(args, lambda t: encode_command(t, args.service, args.command), what)
     payload = encode_command(new_task_id(), args.service, args.command)
     return _send(args, payload, f"{args.service}/{args.command}", persistent=False)
 
@@ -270,5 +288,7 @@ def send_config(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"collectd-monitor: cannot read {args.path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if wants_fanout(args):
+        return _fan_out(args, lambda t: encode_config(t, text), f"config {args.path}")
     payload = encode_config(new_task_id(), text)
     return _send(args, payload, f"config {args.path} ({len(text)} bytes)", persistent=True)

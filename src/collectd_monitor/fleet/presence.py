@@ -140,7 +140,9 @@ def _read(
         connack["reason"] = reason
         connected.set()
         if not reason.is_failure:
-            c.subscribe([(template, 1), (probe, 1)])
+            # QoS 0: a broker drops QoS 1 messages past its per-client queue
+            # (mosquitto: 1000), which a fleet's retained statuses exceed at once
+            c.subscribe([(template, 0), (probe, 0)])
 
     def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not connected.is_set():
@@ -154,7 +156,7 @@ def _read(
             refused.append(f"the broker refused subscribe {template}: {why}")
             done.set()
             return
-        c.publish(probe, b"probe", qos=1)
+        c.publish(probe, b"probe", qos=0)
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:

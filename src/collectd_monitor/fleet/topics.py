@@ -7,9 +7,17 @@ DEFAULT_STATUS_TEMPLATE = "collectd-monitor/+/status"
 DEFAULT_COMMAND_TEMPLATE = "collectd-monitor/+/command"
 
 
+def unshared(template: str) -> str:
+    """The filter without an MQTT shared-subscription prefix (``$share/GROUP/``)."""
+    if template.startswith("$share/"):
+        parts = template.split("/", 2)
+        return parts[2] if len(parts) == 3 else ""
+    return template
+
+
 def matches(template: str, topic: str) -> bool:
-    """MQTT filter matching (``+`` one level, ``#`` the rest)."""
-    want, have = template.split("/"), topic.split("/")
+    """MQTT filter matching (``+`` one level, ``#`` the rest; ``$share/GROUP/`` ignored)."""
+    want, have = unshared(template).split("/"), topic.split("/")
     for index, level in enumerate(want):
         if level == "#":
             return True
@@ -27,7 +35,7 @@ def host_in(template: str, topic: str) -> str | None:
         return None
     levels = topic.split("/")
     try:
-        return levels[template.split("/").index("+")] or None
+        return levels[unshared(template).split("/").index("+")] or None
     except (ValueError, IndexError):
         return host_of(topic)
 
