@@ -12,8 +12,9 @@ Load it in collectd.conf (``collectd-monitor collectd-conf --local`` prints it):
     </Plugin>
 
 This is the only module of local monitoring that imports ``collectd``. It
-registers the write callback only when some rule wants values (a Python write
-callback is the expensive part of a busy collectd), asks the index before
+registers the write callback only when some rule wants values in Python (a
+Python write callback is the expensive part of a busy collectd; value rules
+compiled to collectd's threshold plugin arrive as notifications), asks the index before
 converting anything, and turns collectd's objects into frozen dataclasses for
 the engine (:mod:`collectd_monitor.rules`).
 """
@@ -71,7 +72,7 @@ def _init() -> None:
             "all plugins" if _index.plugins is None else f"{len(_index.plugins)} plugin(s)",
         )
     else:
-        log.info("no rule needs values: write callback not registered")
+        log.info("no rule needs values in Python: write callback not registered")
     if engine.wants_notifications:
         collectd.register_notification(_notification, name=NAME)
     collectd.register_read(_tick, TICK, name=NAME)
@@ -117,6 +118,8 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
+        meta = getattr(n, "meta", None)
+        source = meta.get("DataSource") if isinstance(meta, dict) else None
         _monitor.engine.on_notification(
             Notice(
                 n.host,
@@ -127,7 +130,8 @@ def _notification(n: Any) -> None:
                 n.time,
                 int(n.severity),
                 n.message,
-            )
+            ),
+            None if source is None else str(source),
         )
     except Exception:
         log.exception("notification callback failed")
