@@ -72,7 +72,7 @@ def _init() -> None:
             "all plugins" if _index.plugins is None else f"{len(_index.plugins)} plugin(s)",
         )
     else:
-        log.info("no rule needs values in Python: write callback not registered")
+        log.info("no rule needs values: write callback not registered")
     if engine.wants_notifications:
         collectd.register_notification(_notification, name=NAME)
     collectd.register_read(_tick, TICK, name=NAME)
@@ -120,6 +120,7 @@ def _notification(n: Any) -> None:
     try:
         meta = getattr(n, "meta", None)
         source = meta.get("DataSource") if isinstance(meta, dict) else None
+        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
         _monitor.engine.on_notification(
             Notice(
                 n.host,
@@ -132,6 +133,7 @@ def _notification(n: Any) -> None:
                 n.message,
             ),
             None if source is None else str(source),
+            current if isinstance(current, float) else None,
         )
     except Exception:
         log.exception("notification callback failed")

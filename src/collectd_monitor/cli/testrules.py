@@ -191,7 +191,7 @@ def _feed(
                         int(event.severity),
                         f"threshold: {event.data_source} is {event.value:g}",
                     )
-                    engine.on_notification(notice, event.data_source)
+                    engine.on_notification(notice, event.data_source, event.value)
             if model is not None:  # the plugin's periodic check, just after the record
                 engine.recheck_compiled()
             elif isinstance(record, Notice):

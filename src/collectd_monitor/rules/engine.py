@@ -156,7 +156,9 @@ class Engine:
         self._run_handlers(self.files.metric, metric, now, runs, out)
         self._flush(runs, out)
 
-    def on_notification(self, notice: Notice, data_source: str | None = None) -> None:
+    def on_notification(
+        self, notice: Notice, data_source: str | None = None, value: float | None = None
+    ) -> None:
         """A notification; ``data_source`` is the ``DataSource`` meta data the threshold
         plugin attaches (None when absent): such a notification of a compiled rule's
         series is that rule's verdict and reaches no notification rule or handler."""
@@ -166,7 +168,7 @@ class Engine:
             item = self.compiled_for(notice)
             if item is not None:
                 if data_source == item.data_source:
-                    self.on_threshold(item, notice, data_source)
+                    self.on_threshold(item, notice, data_source, value)
                 return
         now = self.clock()
         runs: list[_Run] = []
@@ -200,7 +202,9 @@ class Engine:
                 self._compiled_names.clear()
             return found
 
-    def on_threshold(self, item: Compiled, notice: Notice, data_source: str) -> None:
+    def on_threshold(
+        self, item: Compiled, notice: Notice, data_source: str, value: float | None = None
+    ) -> None:
         """The threshold plugin's verdict on a compiled rule's series: FAILURE starts a
         fault, OKAY ends it. While it lasts, :meth:`tick` reports it to the gate."""
         now = self.clock()
@@ -216,6 +220,8 @@ class Engine:
             data_source,
         )
         where = f"{_identity(*key[:5])} {data_source}"
+        if value is not None:
+            where += f"={value:g}"
         with self._lock:
             entry.judged_at = now
             if notice.severity == Severity.OKAY:
