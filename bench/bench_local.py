@@ -1,15 +1,26 @@
-"""collectd's CPU time per value with the local plugin, under a steady load.
+"""collectd's CPU time per value with the local plugin, under a steady load, as ratios to floors.
 
-    .venv/bin/python bench/bench_local.py [--seconds 5] [--rate 20000]
+    .venv/bin/python bench/bench_local.py [--seconds 5] [--warmup 3] [--rate 20000]
+                                          [--rules 1,100,1000]
 
 collectd-tg (Debian's collectd-utils) sends ``--rate`` value lists per second
 to collectd's network plugin on 127.0.0.1 (a free port). For each setup the
 script measures collectd's user+system CPU (from /proc/PID/stat) over
-``--seconds`` after a warm-up, divided by the values collectd accepted in that
-time (the network plugin's own ``dispatch-accepted`` rate, read through
-unixsock). Each row is followed by a reference run on the same load: collectd
-with only an empty Python write callback. Everything runs on loopback and
-stops by itself.
+``--seconds`` after ``--warmup``, divided by the values collectd accepted in
+that time (the network plugin's own ``dispatch-accepted`` rate, read through
+unixsock). Every setup runs once, in this order, and each is printed with its
+ratio to the floor it is judged against, measured in the same run:
+
+* collectd alone (the floor of the floors);
+* collectd + the threshold plugin with the thresholds of the largest rule
+  count (no Python): the floor of compiled rules;
+* compiled rules: the same threshold block plus the local plugin with
+  ``ThresholdRules`` (no write callback; goal <= 1.05x its floor);
+* an empty Python write callback: the floor of Python rules;
+* Python value rules, 1/100/1000 (goal <= 1.1x the empty callback, flat).
+
+Everything runs on loopback and stops by itself (about 7 x (warmup + seconds
++ 2) seconds with the defaults).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,7 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from collectd_monitor.confblock import module_paths, python_block
-from collectd_monitor.testing.sandbox import Collectd, free_port, wait_for
+from collectd_monitor.config import build_config
+from collectd_monitor.rules.declarative import parse_rules
+from collectd_monitor.rules.threshold import Plan, compile_rules, read_types_db_ranges
+from collectd_monitor.testing.sandbox import TYPES_DB, Collectd, free_port, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TG = shutil.which("collectd-tg") or "/usr/bin/collectd-tg"
@@ -82,10 +97,6 @@ def value_rules(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def notification_rules() -> dict[str, Any]:
-    return {"Notifications": [{"Name": "repair", "Plugin": "app", "Action": NOOP}]}
-
-
 def run_row(
     workdir: Path,
     name: str,
@@ -96,8 +107,11 @@ def run_row(
     empty_write: bool,
     seconds: float,
     rate: int,
+    warmup: float = 3.0,
+    threshold: Plan | None = None,
+    compiled: bool = False,
 ) -> tuple[float, float]:
-    directory = workdir / name.replace(" ", "-")
+    directory = workdir / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)  # collectd wordexp()s paths
     (directory / "mods").mkdir(parents=True)
     (directory / "local").mkdir()
     modules: dict[str, dict[str, Any]] = {}
@@ -112,6 +126,8 @@ def run_row(
         if rule_file:
             (directory / "local" / "bench.py").write_text(rule_file)
         modules["collectd_monitor.local"] = {"MonitorConfigPath": str(directory / "config.json")}
+        if compiled and threshold is not None:
+            modules["collectd_monitor.local"]["ThresholdRules"] = threshold.digest
     port = free_port()
     sock = directory / "sock"
     conf = textwrap.dedent(f"""
@@ -125,6 +141,8 @@ def run_row(
           ReportStats true
         </Plugin>
     """)
+    if threshold is not None:
+        conf += threshold.block
     if modules:
         conf += python_block(modules, [*module_paths(), str(directory / "mods")])
     collectd = Collectd(directory, hostname="bench", interval=1.0, extra_conf=conf)
@@ -152,7 +170,7 @@ def run_row(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(3)  # warm-up: every series seen once, caches filled
+        time.sleep(warmup)  # every series seen once, caches filled
         pid = collectd.pid()
         assert pid is not None, collectd.log_text()[-2000:]
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -175,60 +193,90 @@ def run_row(
     return per_value, values / (t1 - t0)
 
 
+def plan_for(rules: list[dict[str, Any]]) -> Plan:
+    config = build_config({"Services": SERVICES}, source="bench")
+    parsed = parse_rules({"Values": rules}, config.services)
+    plan = compile_rules(parsed.values, read_types_db_ranges(TYPES_DB).get)
+    if plan.kept:
+        raise SystemExit(f"bench rules do not compile: {plan.kept[0].reason}")
+    return plan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--rate", type=int, default=20000, help="value lists per second")
+    parser.add_argument(
+        "--rules", default="1,100,1000", help="comma-separated Python rule counts (1,100,1000)"
+    )
     args = parser.parse_args()
-    rows: list[tuple[str, dict[str, Any]]] = [
-        ("no local plugin", {"rules": None, "rule_file": None, "local": False}),
+    counts = [int(n) for n in args.rules.split(",") if n]
+    most = max(counts)
+    plan = plan_for(value_rules(most))
+    common = {"seconds": args.seconds, "rate": args.rate, "warmup": args.warmup}
+    none: dict[str, Any] = {"rules": None, "rule_file": None}
+    rows: list[tuple[str, str | None, dict[str, Any]]] = [
+        ("collectd alone", None, {**none, "local": False, "empty_write": False}),
         (
-            "local: notification rules only",
-            {"rules": notification_rules(), "rule_file": None, "local": True},
+            f"collectd + threshold ({most} thresholds)",
+            "collectd alone",
+            {**none, "local": False, "empty_write": False, "threshold": plan},
         ),
         (
-            "local: 1 value rule",
-            {"rules": {"Values": value_rules(1)}, "rule_file": None, "local": True},
+            f"compiled rules ({most})",
+            f"collectd + threshold ({most} thresholds)",
+            {
+                "rules": {"Values": value_rules(most)},
+                "rule_file": None,
+                "local": True,
+                "empty_write": False,
+                "threshold": plan,
+                "compiled": True,
+            },
         ),
         (
-            "local: 100 value rules",
-            {"rules": {"Values": value_rules(100)}, "rule_file": None, "local": True},
+            "empty Python write callback",
+            "collectd alone",
+            {**none, "local": False, "empty_write": True},
+        ),
+        *(
+            (
+                f"Python rules ({n})",
+                "empty Python write callback",
+                {
+                    "rules": {"Values": value_rules(n)},
+                    "rule_file": None,
+                    "local": True,
+                    "empty_write": False,
+                },
+            )
+            for n in counts
         ),
         (
-            "local: 1000 value rules",
-            {"rules": {"Values": value_rules(1000)}, "rule_file": None, "local": True},
+            "Python metric handler (rule file)",
+            "empty Python write callback",
+            {"rules": None, "rule_file": HANDLER, "local": True, "empty_write": False},
         ),
-        ("local: Python metric handler", {"rules": None, "rule_file": HANDLER, "local": True}),
     ]
     workdir = Path(tempfile.mkdtemp(prefix="cm-bench-local-"))
     print(
         f"collectd-tg at {args.rate} value lists/s into the network plugin; "
-        f"{args.seconds:g} s measured per run (results under {workdir})\n"
+        f"{args.seconds:g} s measured per run after {args.warmup:g} s (results under {workdir})\n"
     )
-    header = f"{'setup':<34} {'values/s':>9} {'µs CPU/value':>13}   {'empty write cb':>14}"
+    header = f"| {'setup':<36} | {'values/s':>9} | {'µs CPU/value':>12} | {'ratio':>6} | floor"
     print(header)
-    print("-" * len(header))
+    print("|" + "-" * (len(header) - 1))
+    measured: dict[str, float] = {}
     run: Callable[..., tuple[float, float]] = run_row
-    for i, (name, options) in enumerate(rows):
-        per_value, rate = run(
-            workdir,
-            f"{i}-{name}",
-            empty_write=False,
-            seconds=args.seconds,
-            rate=args.rate,
-            **options,
+    for i, (name, floor, options) in enumerate(rows):
+        per_value, rate = run(workdir, f"{i}-{name}", **common, **options)
+        measured[name] = per_value
+        ratio = f"{per_value / measured[floor]:.2f}x" if floor in measured else "-"
+        print(
+            f"| {name:<36} | {rate:>9.0f} | {per_value:>12.1f} | {ratio:>6} | {floor or '-'}",
+            flush=True,
         )
-        reference, _ = run(
-            workdir,
-            f"{i}-ref",
-            rules=None,
-            rule_file=None,
-            local=False,
-            empty_write=True,
-            seconds=args.seconds,
-            rate=args.rate,
-        )
-        print(f"{name:<34} {rate:>9.0f} {per_value:>13.1f}   {reference:>14.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 
     .venv/bin/python bench/bench_remote.py [--requests 300] [--cli-runs 20] [--stops 10]
 
-Prints one table. Rows:
+Prints one table, each row with its ratio to the floor measured in the same run:
 
+* floor: a minimal paho responder (one process, TCP_NODELAY, QoS 2) that runs
+  the same ``/bin/true`` with ``subprocess.run`` in its on_message callback
+  and publishes the exit status;
 * plugin round trip: one long-lived MQTT client publishes a command for a
-  trivial command (``true``) and waits for its result, one at a time;
+  trivial command (``true``) and waits for its result, one at a time (goal:
+  p50 <= 1.3x the floor, p99 <= 10 ms);
 * send-command (library): what ``send-command`` does per call, minus the
   interpreter start: connect, subscribe, publish, wait for the matching result;
-* send-command (process): the whole CLI process, interpreter start included;
+* import floor: ``python -c "import paho.mqtt.client"``;
+* send-command (process): the whole CLI process, interpreter start included
+  (goal: p50 <= 1.5x the import floor);
 * collectd stop: SIGTERM to exit, without the plugin, with the plugin idle, and
   with the plugin while a command is running (which it must kill and report).
 """
@@ -16,6 +22,7 @@ Prints one table. Rows:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -36,6 +43,31 @@ from collectd_monitor.testing.sandbox import Broker, Collectd
 
 COMMAND_TOPIC = "bench/command"
 RESULT_TOPIC = "bench/result"
+TASK_IDS = itertools.count(1)
+FLOOR_COMMAND_TOPIC = "bench/floor/command"
+FLOOR_RESULT_TOPIC = "bench/floor/result"
+RESPONDER = """
+import json, socket, subprocess, sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+def on_message(client, _u, message):
+    task = json.loads(message.payload)
+    done = subprocess.run(["/bin/true"], capture_output=True)
+    result = {"task_id": task["task_id"], "message": done.stdout.decode(), "code": done.returncode}
+    client.publish(sys.argv[3], json.dumps(result), qos=2)
+
+def on_connect(client, *_):
+    client.subscribe(sys.argv[2], 2)
+
+client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-floor")
+client.on_socket_open = lambda _c, _u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+client.on_message = on_message
+client.on_connect = on_connect
+client.on_subscribe = lambda *_: print("ready", flush=True)
+client.connect("127.0.0.1", int(sys.argv[1]))
+client.loop_forever()
+"""
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -44,11 +76,15 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[index]
 
 
-def row(name: str, samples: list[float]) -> str:
+def row(name: str, samples: list[float], floor: list[float] | None = None) -> str:
     ms = [s * 1000 for s in samples]
+    p50, p99 = statistics.median(ms), percentile(ms, 99)
+    ratio = "-"
+    if floor:
+        base50, base99 = statistics.median(floor) * 1000, percentile(floor, 99) * 1000
+        ratio = f"{p50 / base50:.2f}x / {p99 / base99:.2f}x"
     return (
-        f"| {name:<44} | {len(ms):>5} | {statistics.median(ms):>8.2f} | "
-        f"{percentile(ms, 99):>8.2f} | {max(ms):>8.2f} |"
+        f"| {name:<44} | {len(ms):>5} | {p50:>8.2f} | {p99:>8.2f} | {max(ms):>8.2f} | {ratio:>15} |"
     )
 
 
@@ -71,7 +107,9 @@ def start_monitor(workdir: Path, broker: Broker, name: str, plugin: bool = True)
     return collectd.start(wait_log="connected to" if plugin else "Initialization complete")
 
 
-def plugin_round_trips(broker: Broker, count: int) -> list[float]:
+def plugin_round_trips(
+    broker: Broker, count: int, topics: tuple[str, str] = (COMMAND_TOPIC, RESULT_TOPIC)
+) -> list[float]:
     arrived = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-peer")
     client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
@@ -79,21 +117,55 @@ def plugin_round_trips(broker: Broker, count: int) -> list[float]:
     client.on_message = lambda _c, _u, _m: arrived.set()
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect("127.0.0.1", broker.port)
-    client.subscribe(RESULT_TOPIC, 2)
+    client.subscribe(topics[1], 2)
     client.loop_start()
     if not subscribed.wait(10):
         raise RuntimeError("no SUBACK for the result topic")
     samples = []
-    for task_id in range(1, count + 1):
+    for _ in range(count):
+        task_id = next(TASK_IDS)  # never reused: a duplicate is refused without running
         arrived.clear()
         payload = json.dumps(encode_command(task_id, "bench", "true"))
         started = time.perf_counter()
-        client.publish(COMMAND_TOPIC, payload, qos=2)
+        client.publish(topics[0], payload, qos=2)
         if not arrived.wait(10):
             raise RuntimeError(f"no result for task {task_id}")
         samples.append(time.perf_counter() - started)
     client.disconnect()
     client.loop_stop()
+    return samples
+
+
+def floor_round_trips(broker: Broker, count: int) -> list[float]:
+    """The same round trip against the minimal responder."""
+    responder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            RESPONDER,
+            str(broker.port),
+            FLOOR_COMMAND_TOPIC,
+            FLOOR_RESULT_TOPIC,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert responder.stdout is not None and responder.stdout.readline().strip() == "ready"
+        topics = (FLOOR_COMMAND_TOPIC, FLOOR_RESULT_TOPIC)
+        plugin_round_trips(broker, 20, topics)  # warm-up
+        return plugin_round_trips(broker, count, topics)
+    finally:
+        responder.terminate()
+        responder.wait(5)
+
+
+def import_floor(count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import paho.mqtt.client"], check=True)
+        samples.append(time.perf_counter() - started)
     return samples
 
 
@@ -148,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--cli-runs", type=int, default=20)
-    parser.add_argument("--stops", type=int, default=10)
+    parser.add_argument("--stops", type=int, default=10, help="collectd stops per row (0: none)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cm-bench-remote-"))
     broker = Broker(workdir / "broker").start()
@@ -156,11 +228,14 @@ def main() -> None:
     try:
         collectd = start_monitor(workdir, broker, "main")
         try:
+            floor = floor_round_trips(broker, args.requests)
+            rows.append(row("floor: minimal paho responder, /bin/true", floor))
             plugin_round_trips(broker, 20)  # warm-up
             rows.append(
                 row(
                     "plugin round trip (one client, QoS 2)",
                     plugin_round_trips(broker, args.requests),
+                    floor,
                 )
             )
             rows.append(
@@ -169,32 +244,30 @@ def main() -> None:
                     sender_round_trips(broker, max(args.requests // 3, 10)),
                 )
             )
-            rows.append(row("send-command, whole process", cli_round_trips(broker, args.cli_runs)))
+            imports = import_floor(args.cli_runs)
+            rows.append(row("import floor: python -c 'import paho.mqtt.client'", imports))
+            rows.append(
+                row("send-command, whole process", cli_round_trips(broker, args.cli_runs), imports)
+            )
         finally:
             collectd.stop()
-        rows.append(
-            row(
-                "collectd stop, no plugin",
-                stop_times(workdir, broker, args.stops, plugin=False, busy=False),
+        stops = [
+            ("collectd stop, no plugin", False, False),
+            ("collectd stop, plugin idle", True, False),
+            ("collectd stop, plugin running a command", True, True),
+        ]
+        for name, plugin, busy in stops if args.stops > 0 else []:
+            rows.append(
+                row(name, stop_times(workdir, broker, args.stops, plugin=plugin, busy=busy))
             )
-        )
-        rows.append(
-            row(
-                "collectd stop, plugin idle",
-                stop_times(workdir, broker, args.stops, plugin=True, busy=False),
-            )
-        )
-        rows.append(
-            row(
-                "collectd stop, plugin running a command",
-                stop_times(workdir, broker, args.stops, plugin=True, busy=True),
-            )
-        )
     finally:
         broker.stop()
     print("\nRemote commands on loopback (times in ms; trivial command = /bin/true)\n")
-    print(f"| {'measurement':<44} | {'n':>5} | {'p50':>8} | {'p99':>8} | {'max':>8} |")
-    print(f"|{'-' * 46}|{'-' * 7}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+    print(
+        f"| {'measurement':<44} | {'n':>5} | {'p50':>8} | {'p99':>8} | {'max':>8} "
+        f"| {'p50/p99 : floor':>15} |"
+    )
+    print(f"|{'-' * 46}|{'-' * 7}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 17}|")
     print("\n".join(rows))
 
 

@@ -12,8 +12,9 @@ Load it in collectd.conf (``collectd-monitor collectd-conf --local`` prints it):
     </Plugin>
 
 This is the only module of local monitoring that imports ``collectd``. It
-registers the write callback only when some rule wants values (a Python write
-callback is the expensive part of a busy collectd), asks the index before
+registers the write callback only when some rule wants values in Python (a
+Python write callback is the expensive part of a busy collectd; value rules
+compiled to collectd's threshold plugin arrive as notifications), asks the index before
 converting anything, and turns collectd's objects into frozen dataclasses for
 the engine (:mod:`collectd_monitor.rules`).
 """
@@ -117,6 +118,9 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
+        meta = getattr(n, "meta", None)
+        source = meta.get("DataSource") if isinstance(meta, dict) else None
+        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
         _monitor.engine.on_notification(
             Notice(
                 n.host,
@@ -127,7 +131,9 @@ def _notification(n: Any) -> None:
                 n.time,
                 int(n.severity),
                 n.message,
-            )
+            ),
+            None if source is None else str(source),
+            current if isinstance(current, float) else None,
         )
     except Exception:
         log.exception("notification callback failed")

@@ -124,6 +124,7 @@ class LocalFactory:
         extra_conf: str = "",
         settings: dict[str, Any] | None = None,
         wait: str | None = "Initialization complete",
+        module_options: dict[str, Any] | None = None,
     ) -> Local:
         directory = self.tmp_path / f"collectd-{len(self.started)}"
         rules_dir = directory / "local"
@@ -159,7 +160,12 @@ class LocalFactory:
         )
         collectd = Collectd(
             directory,
-            modules={"collectd_monitor.local": {"MonitorConfigPath": str(config_path)}},
+            modules={
+                "collectd_monitor.local": {
+                    "MonitorConfigPath": str(config_path),
+                    **(module_options or {}),
+                }
+            },
             hostname=hostname,
             interval=1.0,
             extra_conf=conf,

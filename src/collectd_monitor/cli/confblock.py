@@ -9,9 +9,11 @@ from typing import Any
 
 from collectd_monitor.cli.status import EXIT_USAGE
 from collectd_monitor.confblock import module_paths, python_block
-from collectd_monitor.config import DEFAULT_CONFIG_PATH
+from collectd_monitor.config import DEFAULT_CONFIG_PATH, load_config
+from collectd_monitor.errors import ConfigError
 
 DEFAULT_LOCAL_DIR = "/etc/collectd/monitor/local/"
+DEFAULT_TYPES_DB = "/usr/share/collectd/types.db"
 
 
 def register(subparsers: Any) -> None:
@@ -39,6 +41,17 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help=f"LocalMonitorConfigDir (default {DEFAULT_LOCAL_DIR}); made absolute like --config",
     )
+    parser.add_argument(
+        "--python-rules",
+        action="store_true",
+        help="with --local: judge every value rule in Python (no threshold block)",
+    )
+    parser.add_argument(
+        "--types-db",
+        default=DEFAULT_TYPES_DB,
+        metavar="PATH",
+        help=f"types.db for the data sources of compiled rules (default {DEFAULT_TYPES_DB})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -55,10 +68,41 @@ def run(args: argparse.Namespace) -> int:
     modules: dict[str, dict[str, Any]] = {}
     if not args.no_remote:
         modules["collectd_monitor.remote"] = {"MonitorConfigPath": config}
+    threshold = ""
     if args.local:
-        modules["collectd_monitor.local"] = {
+        local: dict[str, Any] = {
             "MonitorConfigPath": config,
             "LocalMonitorConfigDir": local_dir,
         }
-    print(python_block(modules, module_paths()), end="")
+        if not args.python_rules:
+            threshold, digest = _threshold(args)
+            if digest:
+                local["ThresholdRules"] = digest
+        modules["collectd_monitor.local"] = local
+    print(threshold + python_block(modules, module_paths()), end="")
     return 0
+
+
+def _threshold(args: argparse.Namespace) -> tuple[str, str]:
+    """The threshold block (with a comment per rule left in Python) and its digest."""
+    from collectd_monitor.rules.declarative import parse_rules
+    from collectd_monitor.rules.threshold import compile_rules, read_types_db_ranges
+
+    try:
+        config = load_config(path=args.config)
+    except ConfigError as exc:
+        print(f"collectd-monitor collectd-conf: {exc}; no threshold block", file=sys.stderr)
+        return "", ""
+    if not os.path.exists(args.types_db):
+        print(
+            f"collectd-monitor collectd-conf: no {args.types_db}; no threshold block",
+            file=sys.stderr,
+        )
+        return "", ""
+    table = read_types_db_ranges(args.types_db)
+    rules = parse_rules(config.rules, config.services, source=config.source)
+    plan = compile_rules(rules.values, table.get)
+    notes = [f"# rule {k.rule.name} stays in Python: {k.reason}" for k in plan.kept]
+    text = (plan.block + "\n") if plan.compiled else ""
+    text += "".join(line + "\n" for line in notes)
+    return text + ("\n" if notes else ""), plan.digest

@@ -25,6 +25,8 @@ from collectd_monitor.rules.engine import Engine
 from collectd_monitor.rules.loader import load_rules
 from collectd_monitor.rules.model import Metric, Notice, Outgoing
 from collectd_monitor.rules.series import SeriesError, parse_series, read_types_db
+from collectd_monitor.rules.threshold import Datasets, Plan, compile_rules, read_types_db_ranges
+from collectd_monitor.rules.thresholdsim import ThresholdModel
 
 DEFAULT_TYPES_DB = "/usr/share/collectd/types.db"
 
@@ -56,6 +58,17 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help=f"types.db for data source names and types (default {DEFAULT_TYPES_DB}, if present)",
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="judge the value rules that compile to collectd's threshold plugin the way "
+        "that plugin does (as collectd with the block of 'collectd-conf --local' would)",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="first print which value rules compile to the threshold plugin, and why not",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -78,11 +91,19 @@ def run(args: argparse.Namespace) -> int:
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     datasets: Callable[[str], tuple[tuple[str, ...], tuple[str, ...]]]
+    ranges: Datasets
     if args.types_db and os.path.exists(args.types_db):
         table = read_types_db(args.types_db)
         datasets = lambda type_: table.get(type_, ((), ()))  # noqa: E731
+        ranges = read_types_db_ranges(args.types_db).get
     else:
         datasets = lambda type_: ((), ())  # noqa: E731
+        ranges = lambda type_: None  # noqa: E731
+    plan = compile_rules(rules.values, ranges)
+    if args.explain:
+        print(_explain(plan), end="")
+    if not args.compiled:
+        plan = Plan()
     now = [0.0]
     failures = [0]
 
@@ -106,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
         clock=lambda: now[0],
         observe=observe,
         new_task_id=_counter(),
+        plan=plan,
     )
+    model = ThresholdModel(plan, ranges) if plan.compiled else None
     print(
         f"# {len(rules.values)} value rule(s), {len(rules.notifications)} notification "
         f"rule(s), {len(files.metric)} metric and {len(files.notification)} notification "
@@ -114,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         if args.series == "-":
-            return _feed(engine, sys.stdin, args.series, datasets, now) or _status(errors, failures)
+            return _feed(engine, sys.stdin, args.series, datasets, now, model) or _status(
+                errors, failures
+            )
         with open(args.series, encoding="utf-8") as handle:
-            return _feed(engine, handle, args.series, datasets, now) or _status(errors, failures)
+            return _feed(engine, handle, args.series, datasets, now, model) or _status(
+                errors, failures
+            )
     except OSError as exc:
         print(f"collectd-monitor test-rules: {args.series}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -126,8 +153,22 @@ def _status(errors: list[str], failures: list[int]) -> int:
     return 1 if errors or failures[0] else 0
 
 
-def _feed(engine: Engine, handle: Any, name: str, datasets: Any, now: list[float]) -> int:
-    """Feed every record; return 2 on a bad line, else 0."""
+def _explain(plan: Plan) -> str:
+    lines = [f"# compiled to the threshold plugin: {item.rule.name}" for item in plan.compiled]
+    lines += [f"# judged in Python: {kept.rule.name}: {kept.reason}" for kept in plan.kept]
+    return "".join(line + "\n" for line in lines)
+
+
+def _feed(
+    engine: Engine,
+    handle: Any,
+    name: str,
+    datasets: Any,
+    now: list[float],
+    model: ThresholdModel | None = None,
+) -> int:
+    """Feed every record; return 2 on a bad line, else 0. With a threshold ``model``,
+    the compiled rules' values go through it and come back as its notifications."""
     first = True
     try:
         for record in parse_series(iter(handle), datasets):
@@ -135,9 +176,24 @@ def _feed(engine: Engine, handle: Any, name: str, datasets: Any, now: list[float
             if first:
                 engine.restart_clock()
                 first = False
-            engine.tick()
+            engine.tick(compiled=False)
             if isinstance(record, Metric):
                 engine.on_metric(record, engine.index.rules_for(record))
+                event = model.feed(record) if model is not None else None
+                if event is not None:
+                    notice = Notice(
+                        record.host,
+                        record.plugin,
+                        record.plugin_instance,
+                        record.type,
+                        record.type_instance,
+                        record.time,
+                        int(event.severity),
+                        f"threshold: {event.data_source} is {event.value:g}",
+                    )
+                    engine.on_notification(notice, event.data_source, event.value)
+            if model is not None:  # the plugin's periodic check, just after the record
+                engine.recheck_compiled()
             elif isinstance(record, Notice):
                 engine.on_notification(record)
     except SeriesError as exc:

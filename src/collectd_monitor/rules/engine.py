@@ -41,6 +41,7 @@ from collectd_monitor.rules.pyfiles import (
     RuleFiles,
     call_handler,
 )
+from collectd_monitor.rules.threshold import Compiled, Plan
 from collectd_monitor.rules.worker import HandlerPool
 
 log = logging.getLogger("collectd_monitor.local")
@@ -69,6 +70,8 @@ class _Entry:
     action: Action | None = None
     series: dict[tuple[str, ...], SeriesState] = field(default_factory=dict)
     open_faults: set[tuple[str, ...]] = field(default_factory=set)
+    judged_at: float = float("-inf")
+    """When a threshold notification was last judged (a compiled rule)."""
 
 
 _Run = tuple[_Entry, Run]
@@ -86,14 +89,20 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         observe: Observer | None = None,
         new_task_id: Callable[[], int] = random_task_id,
+        plan: Plan | None = None,
     ) -> None:
         self.config = config
+        self.plan = plan or Plan()
+        compiled = {id(item.rule) for item in self.plan.compiled}
+        self.python_rules = tuple(r for r in rules.values if id(r) not in compiled)
+        """The value rules judged here, on values; the rest are the threshold plugin's."""
+        self._compiled_names: dict[tuple[str, ...], Compiled | None] = {}
         self.rules = rules
         self.files = files
         self.emit = emit
         self.clock = clock
         self.observe = observe
-        self.index = MetricIndex(rules.values)
+        self.index = MetricIndex(self.python_rules)
         source = os.path.basename(config.source) if config.source else "config.json"
         self._entries: dict[int, _Entry] = {}
         declared: list[tuple[str, ValueRule | NotificationRule]] = [
@@ -121,11 +130,11 @@ class Engine:
 
     @property
     def wants_values(self) -> bool:
-        return bool(self.rules.values or self.files.metric)
+        return bool(self.python_rules or self.files.metric)
 
     @property
     def wants_notifications(self) -> bool:
-        return bool(self.rules.notifications or self.files.notification)
+        return bool(self.rules.notifications or self.files.notification or self.plan.compiled)
 
     @property
     def metric_handlers(self) -> bool:
@@ -147,9 +156,20 @@ class Engine:
         self._run_handlers(self.files.metric, metric, now, runs, out)
         self._flush(runs, out)
 
-    def on_notification(self, notice: Notice) -> None:
+    def on_notification(
+        self, notice: Notice, data_source: str | None = None, value: float | None = None
+    ) -> None:
+        """A notification; ``data_source`` is the ``DataSource`` meta data the threshold
+        plugin attaches (None when absent): such a notification of a compiled rule's
+        series is that rule's verdict and reaches no notification rule or handler."""
         if notice.plugin == notify.PLUGIN_NAME:
             return  # our own results never feed our own rules
+        if data_source is not None and self.plan.compiled:
+            item = self.compiled_for(notice)
+            if item is not None:
+                if data_source == item.data_source:
+                    self.on_threshold(item, notice, data_source, value)
+                return
         now = self.clock()
         runs: list[_Run] = []
         out: list[Outgoing] = []
@@ -164,6 +184,57 @@ class Engine:
             for rule in self.rules.notifications:
                 self._notification_rule(rule, notice, key, now, runs, out)
         self._run_handlers(self.files.notification, notice, now, runs, out)
+        self._flush(runs, out)
+
+    def compiled_for(self, notice: Notice) -> Compiled | None:
+        key = (
+            notice.host,
+            notice.plugin,
+            notice.plugin_instance,
+            notice.type,
+            notice.type_instance,
+        )
+        try:
+            return self._compiled_names[key]
+        except KeyError:
+            found = self._compiled_names[key] = self.plan.find(*key)
+            if len(self._compiled_names) > 200_000:
+                self._compiled_names.clear()
+            return found
+
+    def on_threshold(
+        self, item: Compiled, notice: Notice, data_source: str, value: float | None = None
+    ) -> None:
+        """The threshold plugin's verdict on a compiled rule's series: FAILURE starts a
+        fault, OKAY ends it. While it lasts, :meth:`tick` reports it to the gate."""
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        entry = self._entries[id(item.rule)]
+        key = (
+            notice.host,
+            notice.plugin,
+            notice.plugin_instance,
+            notice.type,
+            notice.type_instance,
+            data_source,
+        )
+        where = f"{_identity(*key[:5])} {data_source}"
+        if value is not None:
+            where += f"={value:g}"
+        with self._lock:
+            entry.judged_at = now
+            if notice.severity == Severity.OKAY:
+                if key in entry.open_faults:
+                    entry.open_faults.discard(key)
+                    self._note(now, "recovered", entry.name, where)
+                    log.info("%s: recovered (%s)", entry.name, where)
+                self._judge(entry, False, now, runs, out, where)
+            else:
+                if key not in entry.open_faults:
+                    entry.open_faults.add(key)
+                    self._note(now, "fault", entry.name, where)
+                self._judge(entry, True, now, runs, out, where)
         self._flush(runs, out)
 
     def _run_handlers(
@@ -213,22 +284,41 @@ class Engine:
         reason = f"handler returned {action.label}" if action else ""
         self._judge(entry, action is not None, now, runs, out, reason)
 
-    def tick(self) -> None:
-        """Missing data, open notification faults, breakers that may close."""
+    def tick(self, *, compiled: bool = True) -> None:
+        """Missing data, open notification faults, breakers that may close; with
+        ``compiled``, also the open faults of rules the threshold plugin judges."""
         now = self.clock()
         runs: list[_Run] = []
         out: list[Outgoing] = []
         with self._lock:
-            for rule in self.rules.values:
+            for rule in self.python_rules:
                 if rule.missing is not None:
                     self._missing(rule, now, runs, out)
             for note_rule in self.rules.notifications:
                 entry = self._entries[id(note_rule)]
                 if entry.open_faults:
                     self._judge(entry, True, now, runs, out, "fault notification not yet cleared")
+            if compiled:
+                self._recheck_compiled(now, runs, out)
             for entry in self._entries.values():
                 self._maybe_resume(entry, now, out)
         self._flush(runs, out)
+
+    def recheck_compiled(self) -> None:
+        """Report the open faults of compiled rules to their gates (a repair is retried
+        once the cooldown is over, as the Python form does on the next value)."""
+        now = self.clock()
+        runs: list[_Run] = []
+        out: list[Outgoing] = []
+        with self._lock:
+            self._recheck_compiled(now, runs, out)
+        self._flush(runs, out)
+
+    def _recheck_compiled(self, now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+        for item in self.plan.compiled:
+            entry = self._entries[id(item.rule)]
+            if entry.open_faults and entry.judged_at < now:
+                self._judge(entry, True, now, runs, out, "threshold fault not yet cleared")
 
     # -- declarative rules ---------------------------------------------------------
 

@@ -19,10 +19,13 @@ from collectd_monitor.rules.dispatch import Emit
 from collectd_monitor.rules.engine import Engine
 from collectd_monitor.rules.overrun import OverrunGuard
 from collectd_monitor.rules.pyfiles import RuleFiles, load_rule_files
+from collectd_monitor.rules.threshold import Datasets, Plan, compile_rules
 from collectd_monitor.rules.worker import HandlerPool
 from collectd_monitor.runtime import ExecutorLease, executors, load_for_plugin
 
 NAME = "collectd_monitor.local"
+THRESHOLD_KEY = "ThresholdRules"
+"""``<Module>`` key: the digest ``collectd-conf --local`` prints beside the threshold block."""
 log = logging.getLogger(NAME)
 
 
@@ -52,10 +55,65 @@ class LocalMonitor:
         self.lease.release()
 
 
+def threshold_plan(rules: RuleSet, datasets: Datasets, expected: str | None) -> Plan:
+    """The value rules collectd's threshold plugin judges here: none unless the
+    operator pasted the threshold block made for exactly these rules (``expected``,
+    the ``ThresholdRules`` digest). A mismatch keeps every rule in Python: a stale
+    block must never silence a rule."""
+    plan = compile_rules(rules.values, datasets)
+    if not expected:
+        if plan.compiled:
+            log.info(
+                "%d value rule(s) could be judged in C by collectd's threshold plugin: "
+                "see collectd-monitor collectd-conf --local",
+                len(plan.compiled),
+            )
+        return Plan()
+    if expected != plan.digest:
+        log.error(
+            "%s %r does not name the threshold block of these rules (%r): every value "
+            "rule is judged in Python; print both blocks again with "
+            "collectd-monitor collectd-conf --local",
+            THRESHOLD_KEY,
+            expected,
+            plan.digest,
+        )
+        return Plan()
+    for item in plan.compiled:
+        log.info("value rule %s: judged by collectd's threshold plugin", item.rule.name)
+    for kept in plan.kept:
+        log.info("value rule %s: judged in Python: %s", kept.rule.name, kept.reason)
+    return plan
+
+
+def collectd_datasets(collectd: Any) -> Datasets:
+    """Data sets from the running collectd (``collectd.get_dataset``)."""
+
+    def datasets(type_: str) -> list[tuple[str, str, float, float]] | None:
+        try:
+            found = collectd.get_dataset(type_)
+        except Exception:
+            return None
+        nan = float("nan")
+        return [
+            (
+                str(n),
+                str(k).lower(),
+                nan if lo is None else float(lo),
+                nan if hi is None else float(hi),
+            )
+            for n, k, lo, hi in found
+        ]
+
+    return datasets
+
+
 def start_local(
     options: Mapping[str, Any], *, emit: Emit, collectd: Any = None, offline: bool = False
 ) -> LocalMonitor | None:
-    config = load_for_plugin(NAME, options, collectd=collectd)
+    ours = {k: v for k, v in options.items() if k.lower() == THRESHOLD_KEY.lower()}
+    rest = {k: v for k, v in options.items() if k not in ours}
+    config = load_for_plugin(NAME, rest, collectd=collectd)
     if config is None:
         return None
     rules, files, errors = load_rules(config)
@@ -81,7 +139,9 @@ def start_local(
     def runner(spec: Any, on_done: Any) -> None:
         executor.submit(Job(spec=spec, on_done=on_done))
 
-    engine = Engine(config, rules, files, runner=runner, emit=emit)
+    expected = next((str(v) for v in ours.values()), None)
+    plan = threshold_plan(rules, collectd_datasets(collectd), expected)
+    engine = Engine(config, rules, files, runner=runner, emit=emit, plan=plan)
     pool = None
     if files.metric or files.notification:
         guard = OverrunGuard(rules.handler_time_budget, rules.defaults)
