@@ -101,7 +101,8 @@ def host_services(directory: Path) -> dict[str, Any]:
 RULES = {
     "Defaults": {"Cooldown": 3600, "MaxRuns": 10},
     "Values": [
-        {"Name": "app", "Plugin": "app", "Above": 5, "Action": {"Service": "marker", "Command": "app"}},
+        {"Name": "app", "Plugin": "app", "Above": 5,
+         "Action": {"Service": "marker", "Command": "app"}},
         {"Name": "hits", "Plugin": "hits", "Above": 5, "Hits": 3,
          "Action": {"Service": "marker", "Command": "hits"}},
         # "sync" repairs only alpha and beta: fleet limits hold for every rule (2 hosts)
@@ -113,7 +114,8 @@ RULES = {
          "Action": {"Service": "broken", "Command": "fail"}},
         {"Name": "beat", "Plugin": "beat", "Host": "quiet-*", "Missing": 2, "Interval": 1,
          "Action": {"Service": "marker", "Command": "app"}},
-        {"Name": "mq", "Plugin": "mq", "Above": 5, "Action": {"Service": "marker", "Command": "mq"}},
+        {"Name": "mq", "Plugin": "mq", "Above": 5,
+         "Action": {"Service": "marker", "Command": "mq"}},
     ],
 }  # fmt: skip
 
@@ -152,22 +154,24 @@ class Fleet:
         try:
             return wait_for(enough, SLOW, what=f"{rule} note {code:#x} for {host}")  # type: ignore[no-any-return]
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n--- central log ---\n{self.central.log()[-5000:]}") from None
+            raise AssertionError(
+                f"{exc}\n--- central log ---\n{self.central.log()[-5000:]}"
+            ) from None
 
     def codes(self, rule: str, host: str) -> list[int]:
         return [n["json"]["code"] for n in self.notes(rule, host)]
 
 
-def _start(node: Node, wait: str, broker: Broker | None = None, client: str = "", topic: str = "") -> None:
+def _start(
+    node: Node, wait: str, broker: Broker | None = None, client: str = "", topic: str = ""
+) -> None:
     node.collectd.start(wait_log=wait, timeout=30)
     wait_for(lambda: _listening(node.socket_path), SLOW, what="unixsock socket")
     if broker is not None:
         broker.wait_subscribed(client, topic)
 
 
-def start_host(
-    base: Path, broker: Broker, prefix: str, name: str, forward: str
-) -> Node:
+def start_host(base: Path, broker: Broker, prefix: str, name: str, forward: str) -> Node:
     directory = base / name
     directory.mkdir(parents=True)
     config = {
@@ -237,7 +241,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[
     port = free_port()
     nodes: list[Node] = []
     try:
-        receive = f'LoadPlugin network\n<Plugin network>\n  Listen "127.0.0.1" "{port}"\n</Plugin>\n'
+        receive = (
+            f'LoadPlugin network\n<Plugin network>\n  Listen "127.0.0.1" "{port}"\n</Plugin>\n'
+        )
         central, history = start_central(base, broker, prefix, receive)
         nodes.append(central)
         forward = (
@@ -304,12 +310,17 @@ def test_max_hosts_per_window_and_the_abort_threshold(fleet: Fleet) -> None:
     for host in ("alpha", "beta", "gamma"):
         send(fleet, host, "wide", 9)
     wait_for(
-        lambda: len([n for n in fleet.notes("wide") if n["json"]["code"] == 0]) == 2
-        and len([n for n in fleet.notes("wide") if n["json"]["code"] == ResultCode.CENTRAL_HELD]) == 1,
+        lambda: (
+            len([n for n in fleet.notes("wide") if n["json"]["code"] == 0]) == 2
+            and len(
+                [n for n in fleet.notes("wide") if n["json"]["code"] == ResultCode.CENTRAL_HELD]
+            )
+            == 1
+        ),
         SLOW,
         what="two repairs and one held",
     )
-    held = [n for n in fleet.notes("wide") if n["json"]["code"] == ResultCode.CENTRAL_HELD][0]
+    held = next(n for n in fleet.notes("wide") if n["json"]["code"] == ResultCode.CENTRAL_HELD)
     assert "MaxHostsPerWindow" in held["json"]["message"] and held["severity"] == "WARNING"
     markers = [fleet.hosts[h].marker("wide").exists() for h in ("alpha", "beta", "gamma")]
     assert sorted(markers) == [False, True, True]
@@ -319,13 +330,19 @@ def test_max_hosts_per_window_and_the_abort_threshold(fleet: Fleet) -> None:
     for host in ("alpha", "beta", "gamma"):
         send(fleet, host, "failing", 9)
     aborted = fleet.wait_note("failing", "central", ResultCode.CENTRAL_ABORTED)[0]
-    assert aborted["severity"] == "FAILURE" and "2 of 2 repairs failed" in aborted["json"]["message"]
+    assert (
+        aborted["severity"] == "FAILURE" and "2 of 2 repairs failed" in aborted["json"]["message"]
+    )
     failed = [n for n in fleet.notes("failing") if n["json"]["code"] == 1]
     assert len(failed) == 2
     for host in ("alpha", "beta", "gamma"):
         send(fleet, host, "failing", 9)
     wait_for(
-        lambda: any(n["json"]["code"] == ResultCode.CENTRAL_ABORTED for n in fleet.notes("failing") if n["host"] != "central"),
+        lambda: any(
+            n["json"]["code"] == ResultCode.CENTRAL_ABORTED
+            for n in fleet.notes("failing")
+            if n["host"] != "central"
+        ),
         SLOW,
         what="a refusal because the rule aborted",
     )
@@ -338,7 +355,9 @@ def test_an_offline_host_gets_no_command(fleet: Fleet, broker: Broker) -> None:
     try:
         peer.subscribe(fleet.topic("delta", "command"))
         status = {"status": "offline", "reason": "connection lost", "host": "delta"}
-        peer.client.publish(fleet.topic("delta", "status"), json.dumps(status), qos=1, retain=True).wait_for_publish(5)
+        peer.client.publish(
+            fleet.topic("delta", "status"), json.dumps(status), qos=1, retain=True
+        ).wait_for_publish(5)
         fleet.wait_note("presence", "delta", ResultCode.CENTRAL_HOST_OFFLINE)
         fleet.central.putval("app/gauge", 9, host="delta")
         refused = fleet.wait_note("app", "delta", ResultCode.CENTRAL_HOST_OFFLINE)[0]
@@ -348,7 +367,9 @@ def test_an_offline_host_gets_no_command(fleet: Fleet, broker: Broker) -> None:
         fleet.wait_note("sync", "alpha", 0, count=before // 2 + 1)
         assert peer.results(fleet.topic("delta", "command")) == []  # ...none went to delta
     finally:
-        peer.client.publish(fleet.topic("delta", "status"), b"", qos=1, retain=True).wait_for_publish(5)
+        peer.client.publish(
+            fleet.topic("delta", "status"), b"", qos=1, retain=True
+        ).wait_for_publish(5)
         peer.close()
 
 
@@ -359,7 +380,9 @@ def test_a_silent_host_is_reported(fleet: Fleet) -> None:
     assert "host silent" in silent["json"]["message"] and silent["severity"] == "WARNING"
 
 
-def test_hosts_refuse_unsigned_commands_and_ran_the_signed_ones(fleet: Fleet, broker: Broker) -> None:
+def test_hosts_refuse_unsigned_commands_and_ran_the_signed_ones(
+    fleet: Fleet, broker: Broker
+) -> None:
     peer = Peer(broker)
     try:
         peer.subscribe(fleet.topic("alpha", "result"))

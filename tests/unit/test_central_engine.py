@@ -273,5 +273,5 @@ def test_config_takes_the_central_keys_apart(tmp_path: Any) -> None:
     assert config.central.fleet.max_hosts_per_window == 3
     assert config.central.signer is not None and config.central.signer.key_id == "central"
     path.write_text(json.dumps({"Fleet": {"MaxHostPerWindow": 3}}))
-    with pytest.raises(ConfigError, match="Fleet.MaxHostPerWindow"):
+    with pytest.raises(ConfigError, match=r"Fleet\.MaxHostPerWindow"):
         load_central_config(path=str(path))
