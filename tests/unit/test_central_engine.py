@@ -275,3 +275,34 @@ def test_config_takes_the_central_keys_apart(tmp_path: Any) -> None:
     path.write_text(json.dumps({"Fleet": {"MaxHostPerWindow": 3}}))
     with pytest.raises(ConfigError, match=r"Fleet\.MaxHostPerWindow"):
         load_central_config(path=str(path))
+
+
+def test_test_rules_central_shows_which_host_gets_what(tmp_path: Any, capsys: Any) -> None:
+    from collectd_monitor.cli import main
+
+    config = tmp_path / "central.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Fleet": {"MaxHostsPerWindow": 2, "AbortMinRepairs": 2},
+                "Rules": {"Values": [rule(Host="web*", Cooldown=60)]},
+            }
+        )
+    )
+    series = tmp_path / "series.txt"
+    lines = [f"PUTVAL {h}/load/load interval=10 1700000000:9:1:1" for h in ("web1", "web2", "web3")]
+    lines += ["PUTVAL db1/load/load interval=10 1700000000:9:1:1"]
+    lines += [f"PUTVAL {h}/load/load interval=10 1700000100:9:1:1" for h in ("web1", "web2")]
+    lines += ['{"time": 1700000200}']
+    series.write_text("\n".join(lines) + "\n")
+    code = main(
+        ["test-rules", "--central", "--config", str(config), str(series), "--fail", "web[12]"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    events = [line.split()[1:3] for line in out.splitlines()[1:]]
+    assert ["send", "web1"] in events and ["send", "web2"] in events
+    assert ["held", "web3"] in events
+    assert not any(host == "db1" for _, host in events)  # Host "web*"
+    assert ["aborted", "*"] in events  # 2 of 2 failed
+    assert events.count(["send", "web1"]) == 1  # aborted before its cooldown ended
