@@ -289,6 +289,9 @@ class CentralEngine:
                 state.missing = False
                 continue
             fault = step(rule, state, value)
+            if not fault and not was:  # the common case: nothing to say, nothing to format
+                host_rule.refused = None
+                continue
             where = f"{metric.identity} {dsname}={value:g}"
             if fault and not was:
                 self._observe(now, "fault", name, metric.host, where)
