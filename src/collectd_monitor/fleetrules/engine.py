@@ -50,6 +50,9 @@ from collectd_monitor.rules.model import Action, Metric, Notice, Severity
 
 log = logging.getLogger("collectd_monitor.central")
 
+MIN_SCAN = 0.5
+"""Seconds between two scans of a rule's series for missing data, at least."""
+
 Observer = Callable[[float, str, str, str, str], None]
 """(time, event, rule name, host, text): what ``test-rules --central`` prints."""
 
@@ -126,6 +129,7 @@ class CentralEngine:
         """rule -> host -> state"""
         self._presence: dict[str, _Presence] = {}
         self._pending: dict[tuple[str, int], _Pending] = {}
+        self._next_scan: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def _rules(self) -> tuple[ValueRule | NotificationRule, ...]:
@@ -233,7 +237,12 @@ class CentralEngine:
                     text = f"no result within {self.settings.result_timeout:g} s"
                     self._finished(pending, ResultCode.CENTRAL_NO_RESULT, text, now, out)
             for rule in self.rules.values:
-                if rule.missing is not None:
+                if rule.missing is not None and now >= self._next_scan.get(id(rule), now):
+                    # a scan looks at every host's series: a quarter of the silence a
+                    # rule waits for is soon enough, and keeps the scan off the hot path
+                    self._next_scan[id(rule)] = now + max(
+                        MIN_SCAN, rule.missing * rule.interval / 4
+                    )
                     self._missing(rule, now, out, sends)
             for name in self._names.values():
                 if self.limits.try_resume(name, now):
