@@ -7,7 +7,8 @@ ranges the original leaves free:
 * 0x1004-0x100f: message and execution errors of remote commands,
 * 0x200a-0x20ff: config replacement,
 * 0x1200-0x12ff: authentication and freshness (signed commands),
-* 0x1300-0x13ff: local monitoring.
+* 0x1300-0x13ff: local monitoring,
+* 0x1400-0x14ff: central detection (decisions of the central plugin).
 
 For a command that ran, the code is the command's own exit status (0-255).
 """
@@ -74,6 +75,24 @@ class ResultCode(enum.IntEnum):
     """A local rule's circuit breaker opened: it ran too often and suspended itself."""
     HANDLER_OVERRUN = 0x1301
     """A rule-file handler ran past its time budget (``Rules.Defaults.HandlerTimeBudget``)."""
+
+    # -- ours: central detection ----------------------------------------------------------
+    CENTRAL_SENT = 0x1400
+    """The central plugin sent a repair to the host (the result follows)."""
+    CENTRAL_HELD = 0x1401
+    """A repair was held back by a fleet-wide limit (MaxConcurrentHosts, MaxHostsPerWindow)."""
+    CENTRAL_HOST_OFFLINE = 0x1402
+    """No repair sent: the host is offline (its status topic says so)."""
+    CENTRAL_ABORTED = 0x1403
+    """A rule stopped acting: too many of its repairs failed within its window."""
+    CENTRAL_NO_RESULT = 0x1404
+    """The host sent no result within ``ResultTimeout``."""
+    CENTRAL_HOST_SILENT = 0x1405
+    """No value from a host for the rule's ``Missing`` intervals."""
+    CENTRAL_NOT_OFFERED = 0x1406
+    """No repair sent: the host's status lists its services and this command is not among them."""
+    CENTRAL_SEND_FAILED = 0x1407
+    """The repair could not be handed to the broker (no connection)."""
 
     @property
     def hex(self) -> str:

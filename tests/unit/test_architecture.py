@@ -44,8 +44,8 @@ CORE_MODULES = {
     "services",
 }
 """Top-level modules shared by every feature."""
-FEATURE_PACKAGES = {"commands", "replacer", "rules", "fleet", "cli", "testing"}
-PLUGIN_MODULES = {"remote", "local"}
+FEATURE_PACKAGES = {"commands", "replacer", "rules", "fleet", "fleetrules", "cli", "testing"}
+PLUGIN_MODULES = {"remote", "local", "central"}
 
 ALLOWED: dict[str, set[str]] = {
     # a layer name allows the whole layer, a dotted name one module
@@ -60,8 +60,9 @@ ALLOWED: dict[str, set[str]] = {
         f"{PACKAGE}.commands.agent",  # the hook that plugs the replacer into the agent
     },
     "fleet": {"core", "commands", "fleet"},
-    "plugins": {"core", "commands", "replacer", "rules"},
-    "cli": {"core", "commands", "replacer", "rules", "fleet", "testing", "cli"},
+    "fleetrules": {"core", "rules", "commands", "fleet", "fleetrules"},
+    "plugins": {"core", "commands", "replacer", "rules", "fleetrules"},
+    "cli": {"core", "commands", "replacer", "rules", "fleet", "fleetrules", "testing", "cli"},
     "testing": {"core", "commands", "testing"},
     "main": {"cli"},
 }
@@ -166,7 +167,7 @@ def test_only_the_plugin_modules_import_collectd() -> None:
         for name in MODULES
         if any(target == "collectd" or target.startswith("collectd.") for target in _imports(name))
     }
-    assert users == {f"{PACKAGE}.remote", f"{PACKAGE}.local"}
+    assert users == {f"{PACKAGE}.remote", f"{PACKAGE}.local", f"{PACKAGE}.central"}
 
 
 def test_temporary_allowances_are_still_needed() -> None:
@@ -253,7 +254,7 @@ def test_local_monitoring_loads_no_other_feature(local_modules: set[str]) -> Non
         name
         for name in local_modules
         if name.startswith(PACKAGE + ".")
-        and _layer(name) in {"commands", "replacer", "cli", "testing"}
+        and _layer(name) in {"commands", "replacer", "fleetrules", "cli", "testing"}
         and name not in ONLY_THROUGH_TEMPORARY
     )
     assert others == []

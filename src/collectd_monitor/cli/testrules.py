@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from collectd_monitor.cli import testcentral
 from collectd_monitor.config import DEFAULT_CONFIG_PATH, MonitorConfig, load_config
 from collectd_monitor.errors import ConfigError
 from collectd_monitor.executor import Outcome
@@ -69,6 +70,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="first print which value rules compile to the threshold plugin, and why not",
     )
+    testcentral.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -80,6 +82,8 @@ def _stamp(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.central:
+        return testcentral.run(args, _datasets(args.types_db), _stamp)
     try:
         config = load_config(path=args.config)
     except ConfigError as exc:
@@ -147,6 +151,13 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"collectd-monitor test-rules: {args.series}: {exc.strerror}", file=sys.stderr)
         return 2
+
+
+def _datasets(types_db: str | None) -> Callable[[str], tuple[tuple[str, ...], tuple[str, ...]]]:
+    if types_db and os.path.exists(types_db):
+        table = read_types_db(types_db)
+        return lambda type_: table.get(type_, ((), ()))
+    return lambda type_: ((), ())
 
 
 def _status(errors: list[str], failures: list[int]) -> int:

@@ -144,7 +144,7 @@ def _selector(rule: Section) -> Selector:
     return Selector(**{attr: pattern for attr, pattern in patterns.items() if pattern is not None})
 
 
-def _action(rule: Section, services: Mapping[str, Service]) -> Action:
+def _action(rule: Section, services: Mapping[str, Service] | None) -> Action:
     body = rule.section("Action")
     if body is None:
         raise rule.error('missing: {"Service": ..., "Command": ...}', "Action")
@@ -152,6 +152,8 @@ def _action(rule: Section, services: Mapping[str, Service]) -> Action:
     if "Service" not in body or "Command" not in body:
         raise body.error("needs both Service and Command")
     action = Action(body.require("Service", as_str), body.require("Command", as_str))
+    if services is None:  # central rules: the command runs on the host the value came from
+        return action
     service = services.get(action.service)
     if service is None:
         raise body.error(f"no service {action.service!r} in Services", "Service")
@@ -170,7 +172,7 @@ def _name(rule: Section, seen: set[str]) -> str:
 
 
 def parse_value_rule(
-    rule: Section, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
+    rule: Section, services: Mapping[str, Service] | None, defaults: GateSettings, seen: set[str]
 ) -> ValueRule:
     rule.reject_unknown(_VALUE_KEYS)
     name = _name(rule, seen)
@@ -199,7 +201,7 @@ def parse_value_rule(
 
 
 def parse_notification_rule(
-    rule: Section, services: Mapping[str, Service], defaults: GateSettings, seen: set[str]
+    rule: Section, services: Mapping[str, Service] | None, defaults: GateSettings, seen: set[str]
 ) -> NotificationRule:
     rule.reject_unknown(_NOTIFICATION_KEYS)
     name = _name(rule, seen)
@@ -217,17 +219,21 @@ def parse_notification_rule(
 
 
 RuleParser = Callable[
-    [Section, Mapping[str, Service], GateSettings, set[str]], ValueRule | NotificationRule
+    [Section, Mapping[str, Service] | None, GateSettings, set[str]], ValueRule | NotificationRule
 ]
 
 
 def parse_rules(
     value: Section | Mapping[str, Any] | None,
-    services: Mapping[str, Service],
+    services: Mapping[str, Service] | None,
     *,
     source: str | None = None,
 ) -> RuleSet:
-    """Parse the ``Rules`` key. Bad rules land in ``errors``; the rest are kept."""
+    """Parse the ``Rules`` key. Bad rules land in ``errors``; the rest are kept.
+
+    ``services`` None leaves actions unchecked (the central plugin's rules name
+    commands of other hosts, which it checks against their presence instead).
+    """
     if value is None:
         return RuleSet()
     try:

@@ -1,0 +1,160 @@
+"""collectd plugin: central detection, rules over every host's values on a central collectd.
+
+Load it in the collectd that receives the fleet's values (network plugin, or
+collectd's mqtt plugin)::
+
+    <Plugin python>
+      ModulePath "/path/to/site-packages"
+      Import "collectd_monitor.central"
+      <Module "collectd_monitor.central">
+        MonitorConfigPath "/etc/collectd/monitor/central.json"
+      </Module>
+    </Plugin>
+
+Glue only: it registers the write callback when some value rule exists, asks
+the index before converting anything, turns collectd's objects into the
+dataclasses of :mod:`collectd_monitor.rules.model` and dispatches the core's
+notifications (:mod:`collectd_monitor.fleetrules`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import collectd
+
+from collectd_monitor.fleetrules.loader import CentralMonitor, start_central
+from collectd_monitor.fleetrules.notes import NOTIFICATION_TYPE, PLUGIN_NAME, Note
+from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
+from collectd_monitor.rules.index import MetricIndex
+from collectd_monitor.rules.model import Metric, Notice
+
+NAME = PLUGIN_NAME
+TICK = 0.5
+"""Seconds between checks for missing data, result timeouts and breakers."""
+log = logging.getLogger(NAME)
+
+_options: dict[str, Any] = {}
+_configured = False
+_monitor: CentralMonitor | None = None
+_index = MetricIndex(())
+_datasets: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _config(conf: Any) -> None:
+    global _configured
+    _options.update(block_options(conf))
+    _configured = True
+
+
+def _init() -> None:
+    global _monitor, _index
+    restore_sigchld()
+    if not _configured:
+        collectd.error(f'{NAME}: no <Module "{NAME}"> block with MonitorConfigPath; plugin idle')
+        return
+    _monitor = start_central(_options, emit=_emit, collectd=collectd, offline=offline())
+    if _monitor is None:
+        return
+    engine = _monitor.engine
+    _index = engine.index
+    if engine.wants_values:
+        collectd.register_write(_write, name=NAME)
+        log.info(
+            "watching values: %d rule(s) on %s",
+            len(_index),
+            "all plugins" if _index.plugins is None else f"{len(_index.plugins)} plugin(s)",
+        )
+    else:
+        log.info("no value rule: write callback not registered")
+    if engine.wants_notifications:
+        collectd.register_notification(_notification, name=NAME)
+    collectd.register_read(_tick, TICK, name=NAME)
+
+
+def _dataset(type_: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    found = _datasets.get(type_)
+    if found is None:
+        try:
+            sources = collectd.get_dataset(type_)
+        except Exception:
+            sources = []
+        found = (tuple(s[0] for s in sources), tuple(str(s[1]).lower() for s in sources))
+        _datasets[type_] = found
+    return found
+
+
+def _write(vl: Any) -> None:
+    try:
+        rules = _index.rules_for(vl)
+        if not rules:
+            return
+        dsnames, dstypes = _dataset(vl.type)
+        metric = Metric(
+            vl.host,
+            vl.plugin,
+            vl.plugin_instance,
+            vl.type,
+            vl.type_instance,
+            vl.time,
+            vl.interval,
+            tuple(vl.values),
+            dsnames,
+            dstypes,
+        )
+        assert _monitor is not None
+        _monitor.engine.on_metric(metric, rules)
+    except Exception:  # an exception makes collectd back off from calling us
+        log.exception("write callback failed")
+
+
+def _notification(n: Any) -> None:
+    if n.plugin == NAME or _monitor is None:
+        return
+    try:
+        _monitor.engine.on_notification(
+            Notice(
+                n.host,
+                n.plugin,
+                n.plugin_instance,
+                n.type,
+                n.type_instance,
+                n.time,
+                int(n.severity),
+                n.message,
+            )
+        )
+    except Exception:
+        log.exception("notification callback failed")
+
+
+def _tick() -> None:
+    try:
+        if _monitor is not None:
+            _monitor.engine.tick()
+    except Exception:
+        log.exception("periodic check failed")
+
+
+def _emit(item: Note) -> None:
+    fields: dict[str, Any] = {
+        "plugin": NAME,
+        "type": NOTIFICATION_TYPE,
+        "type_instance": item.type_instance,
+        "severity": int(item.severity),
+        "message": item.message,
+    }
+    if item.host:
+        fields["host"] = item.host
+    collectd.Notification(**fields).dispatch()
+
+
+def _shutdown() -> None:
+    if _monitor is not None:
+        _monitor.stop()
+
+
+collectd.register_config(_config)
+collectd.register_init(_init)
+collectd.register_shutdown(_shutdown)
