@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -249,3 +250,22 @@ def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 from .integration.conftest_fleet import postgres_server, postgres_url  # noqa: E402, F401
+
+REPLACER_HELPER = "collectd_monitor.replacer.helper"
+
+
+def helpers_of(tmp_path: Path) -> list[int]:
+    """Replacement helpers (and their guardians) started for the test in ``tmp_path``."""
+    return [p for p in pids_of(REPLACER_HELPER) if p in pids_of(str(tmp_path))]
+
+
+@pytest.fixture
+def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
+    """Let the test's replacement helpers finish before collectd is stopped (this runs
+    first at teardown, as it depends on ``monitor``); kill whatever is left after 60 s."""
+    yield
+    try:
+        wait_for(lambda: not helpers_of(tmp_path), 60, what="replacement helpers to finish")
+    finally:
+        for pid in helpers_of(tmp_path):
+            os.kill(pid, signal.SIGKILL)

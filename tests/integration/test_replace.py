@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +24,11 @@ from collectd_monitor.replacer.paths import REPORT_NAME, lock_path_for
 from collectd_monitor.replacer.validate import validate
 from collectd_monitor.testing.sandbox import Broker, process_alive, wait_for
 
-from ..conftest import HELLO_SERVICES, Monitor, next_task_id, pids_of
+from ..conftest import HELLO_SERVICES, Monitor, helpers_of, next_task_id, pids_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_helper_left")]
 
 CLI = [sys.executable, "-m", "collectd_monitor"]
-HELPER = "collectd_monitor.replacer.helper"
 
 # Short waits keep the suite fast; the helper's checks stay the real ones.
 TIMING = {
@@ -44,27 +41,7 @@ TIMING = {
 RESULT_WAIT = 60.0
 
 
-@pytest.fixture(autouse=True)
-def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
-    """Runs before the monitor fixture stops collectd: let helpers finish, then check."""
-    yield
-    marker = str(tmp_path)
-    try:
-        wait_for(
-            lambda: not [p for p in pids_of(HELPER) if p in pids_of(marker)],
-            60,
-            what="replacement helpers to finish",
-        )
-    finally:
-        for pid in [p for p in pids_of(HELPER) if p in pids_of(marker)]:
-            os.kill(pid, 9)
-
-
 ALLOW = {"AllowConfigReplace": True}
-
-
-def helpers_of(tmp_path: Path) -> list[int]:
-    return [p for p in pids_of(HELPER) if p in pids_of(str(tmp_path))]
 
 
 def start(monitor: Any, *, services: dict[str, Any] | None = None, **kwargs: Any) -> Monitor:
@@ -436,7 +413,7 @@ def test_helper_survives_and_leaves_no_process_behind(monitor, peer, tmp_path):
     task_id = push(p, m, new_config(m, interval=7.0))
     assert p.result_for(m.result_topic, task_id, timeout=RESULT_WAIT)["code"] == 0
     wait_for(
-        lambda: not [x for x in pids_of(HELPER) if x in pids_of(str(tmp_path))],
+        lambda: not helpers_of(tmp_path),
         20,
         what="the helper to exit",
     )

@@ -33,12 +33,18 @@ from collectd_monitor.replacer.paths import REPORT_NAME
 from collectd_monitor.replacer.procfs import find_collectd_pids
 from collectd_monitor.testing.sandbox import COLLECTD, process_alive, wait_for
 
-from ..conftest import HELLO_SERVICES, Monitor, command_message, next_task_id, pids_of
+from ..conftest import (
+    HELLO_SERVICES,
+    Monitor,
+    command_message,
+    helpers_of,
+    next_task_id,
+    pids_of,
+)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_helper_left")]
 
 CLI = [sys.executable, "-m", "collectd_monitor"]
-HELPER = "collectd_monitor.replacer.helper"
 TIMING = {
     "SettleTime": 0.5,
     "ConnectTimeout": 4,
@@ -48,22 +54,6 @@ TIMING = {
 }
 RESULT_WAIT = 60.0
 HMAC_SECRET = "a shared secret of more than sixteen bytes"
-
-
-@pytest.fixture(autouse=True)
-def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
-    """Runs before the monitor fixture stops collectd: let helpers finish, then check."""
-    yield
-    marker = str(tmp_path)
-    try:
-        wait_for(
-            lambda: not [p for p in pids_of(HELPER) if p in pids_of(marker)],
-            60,
-            what="replacement helpers to finish",
-        )
-    finally:
-        for pid in [p for p in pids_of(HELPER) if p in pids_of(marker)]:
-            os.kill(pid, 9)
 
 
 @pytest.fixture
@@ -380,7 +370,7 @@ def test_two_replacements_of_one_config_are_refused_whatever_the_report_path(mon
     try:
         # Its helper holds the lock from validation to the outcome.
         wait_for(
-            lambda: [p for p in pids_of(HELPER) if p in pids_of(str(tmp_path))],
+            lambda: helpers_of(tmp_path),
             60,
             interval=0.005,
             what="the first replacement's helper",

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from .test_replace import (
     CLI,
     RESULT_WAIT,
     TIMING,
-    helpers_of,
     live_pid,
     new_config,
     outbox_entries,
@@ -39,21 +37,11 @@ from .test_replace import (
     with_python_module,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_helper_left")]
 
 COLLECTDMON = "/usr/sbin/collectdmon"
 RECOVERY_LIMIT = 30.0
 """The promise: within this long after the helper died, a collectd runs again."""
-
-
-@pytest.fixture(autouse=True)
-def no_helper_left(monitor: Any, tmp_path: Path) -> Iterator[None]:
-    yield
-    try:
-        wait_for(lambda: not helpers_of(tmp_path), 60, what="replacement helpers to finish")
-    finally:
-        for pid in helpers_of(tmp_path):
-            os.kill(pid, signal.SIGKILL)
 
 
 def start(
