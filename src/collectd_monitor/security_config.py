@@ -31,6 +31,7 @@ _KEYS = (
     "MaxMessageAge",
     "MaxClockSkew",
     "StrictPermissions",
+    "AnswerUnsigned",
 )
 
 
@@ -66,6 +67,9 @@ class SecuritySettings:
     max_message_age: float = DEFAULT_MAX_AGE
     max_clock_skew: float = DEFAULT_MAX_SKEW
     strict_permissions: bool = False
+    answer_unsigned: bool = False
+    """With signatures required, answer unsigned and badly signed messages (0x1201/0x1202)
+    instead of dropping them silently (counted and logged, rate-limited)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -126,6 +130,7 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         max_message_age=section.get("MaxMessageAge", _seconds, DEFAULT_MAX_AGE),
         max_clock_skew=section.get("MaxClockSkew", _seconds, DEFAULT_MAX_SKEW),
         strict_permissions=section.get("StrictPermissions", as_bool, False),
+        answer_unsigned=section.get("AnswerUnsigned", as_bool, False),
     )
 
 

@@ -5,6 +5,11 @@ a sender that retries, a broker that redelivers, or an attacker who replays a
 captured message cannot run the same task twice. With a ``path`` the memory
 survives a collectd restart: each id is appended to the file as it arrives, and
 the file is rewritten (atomically) once it holds twice the capacity.
+
+When the file cannot be written (unwritable state directory, full disk) the
+memory goes on in RAM only: replay protection then no longer survives a
+restart. That is logged at ERROR once and shown by :attr:`SeenTasks.memory_only`
+(the agent puts it in its status message).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class SeenTasks:
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
         self._lines = 0
+        self.memory_only = False
+        """True once a configured file could not be written: replays are only
+        remembered until the next restart."""
         if path is not None:
             self._load(path)
 
@@ -82,12 +90,22 @@ class SeenTasks:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             self._lines = len(self._ids)
         except OSError as exc:
-            log.warning(
-                "cannot persist seen task ids to %s: %s; keeping them in memory only",
-                self.path,
-                exc,
-            )
-            self.path = None
+            self._degrade(f"cannot write {self.path}: {exc}")
+
+    def _degrade(self, why: str) -> None:
+        log.error(
+            "%s; replay protection is memory-only: task ids seen before a restart "
+            "will be accepted again after it",
+            why,
+        )
+        self.memory_only = True
+        self.path = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
     def add(self, task_id: Hashable) -> bool:
         """Remember ``task_id``; False if it was already remembered."""
@@ -103,8 +121,8 @@ class SeenTasks:
                     self._file.flush()
                     self._lines += 1
                 except OSError as exc:
-                    log.warning("cannot append to %s: %s", self.path, exc)
-                if self._lines > 2 * self.capacity:
+                    self._degrade(f"cannot append to {self.path}: {exc}")
+                if self._file is not None and self._lines > 2 * self.capacity:
                     self._rewrite()
             return True
 

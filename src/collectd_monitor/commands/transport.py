@@ -104,9 +104,14 @@ class Link(Protocol):
     """What the remote agent needs of its MQTT link (:class:`MqttLink` in production)."""
 
     last_error: str | None
+    max_packet_size: int | None
+    """The broker's Maximum Packet Size (MQTT 5 CONNACK), None when not announced."""
 
     @property
     def connected(self) -> bool: ...
+
+    def discard_unsent(self) -> None:
+        """Drop every message not yet acknowledged (their ``on_done`` get False)."""
 
     def start(self) -> None: ...
 
@@ -153,6 +158,8 @@ class MqttLink:
         self._was_up = False
         self.last_error: str | None = None
         self.connect_count = 0
+        self.max_packet_size: int | None = None
+        self._discard = False
 
         self._will = will
         self._connect_timeout = connect_timeout
@@ -240,6 +247,7 @@ class MqttLink:
                 log.info("%s does not speak MQTT 5; using MQTT 3.1.1", self.settings.address)
                 self.client = self._make_client(mqtt.MQTTv311)
                 self._acks.forget_all()
+            self._discard_now()
             try:
                 connect(self.client, self.settings)
             except (OSError, ValueError) as exc:
@@ -263,6 +271,26 @@ class MqttLink:
             delay = min(delay * 2, self.settings.reconnect_max_interval)
         self._connected.clear()
 
+    def discard_unsent(self) -> None:
+        """Drop what paho holds for (re)sending: a new client, the same session.
+
+        paho sends its unacknowledged QoS 1/2 messages again after every
+        CONNACK and offers no way to remove one; so the connection is closed
+        and the client replaced before the next connect. Callable from the
+        link's own callbacks.
+        """
+        self._discard = True
+        try:
+            self.client.disconnect()
+        except Exception:  # not connected
+            pass
+
+    def _discard_now(self) -> None:
+        if self._discard:
+            self._discard = False
+            self.client = self._make_client(self.client.protocol)
+            self._acks.forget_all()
+
     def _note_failure(self, message: str) -> None:
         if message != self.last_error:
             log.warning("%s; retrying with back-off", message)
@@ -273,9 +301,10 @@ class MqttLink:
     # -- paho callbacks (guarded) ----------------------------------------------------
 
     def _handle_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, props: Any
     ) -> None:
         try:
+            self.max_packet_size = getattr(props, "MaximumPacketSize", None)
             if (
                 reason.is_failure
                 and unsupported_protocol(reason)
