@@ -93,7 +93,9 @@ def test_a_result_the_broker_rejects_is_quarantined_under_mqtt311(monitor, peer,
     assert_answers(m, p)
     quarantined = list((m.collectd.directory / "state").rglob("outbox/quarantine/*.json"))
     assert len(quarantined) == 1
-    assert json.loads(json.loads(quarantined[0].read_text())["payload"])["task_id"] == big["task_id"]
+    assert (
+        json.loads(json.loads(quarantined[0].read_text())["payload"])["task_id"] == big["task_id"]
+    )
     restart(m)
     assert_answers(m, p)
     assert "Traceback" not in m.log()
