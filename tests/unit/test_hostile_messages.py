@@ -366,3 +366,11 @@ def fuzz_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Remot
     yield agent, link
     agent.stop()
     pool.shutdown(timeout=2)
+
+
+def test_a_rate_below_one_per_second_still_admits_now_and_then() -> None:
+    now = [0.0]
+    gate = RefusalGate(0.5, clock=lambda: now[0])
+    assert gate.admit(1) and not gate.admit(1)
+    now[0] = 2.0
+    assert gate.admit(1)

@@ -383,11 +383,10 @@ class RemoteAgent:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if reply.correlation is not None:
                 properties.CorrelationData = reply.correlation
-            limit = payload_limit(
-                self.config.max_result_bytes,
-                self.link.max_packet_size,
-                reply.topic + "x" * len(reply.correlation or b""),
-            )
+            biggest = self.link.max_packet_size
+            if biggest and reply.correlation is not None:
+                biggest -= len(reply.correlation)
+            limit = payload_limit(self.config.max_result_bytes, biggest, reply.topic)
             if len(payload) <= limit:
                 self.link.publish(
                     reply.topic, payload, self.config.broker.qos, properties=properties

@@ -28,7 +28,7 @@ SUMMARY_INTERVAL = 60.0
 
 
 class RefusalGate:
-    """A token bucket for refusals: ``rate`` per second, bursts of up to ``rate``.
+    """A token bucket for refusals: ``rate`` per second, bursts of up to ``rate`` (at least 1).
 
     :meth:`admit` says whether a refusal may be logged and answered; the ones
     it turns away are counted by result code and summed up in one log line at
@@ -44,10 +44,11 @@ class RefusalGate:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate
+        self.burst = max(rate, 1.0)
         self.interval = interval
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens = rate
+        self._tokens = self.burst
         self._last = clock()
         self._suppressed: Counter[int] = Counter()
         self._summary_at = self._last
@@ -58,7 +59,7 @@ class RefusalGate:
         """True when a refusal with ``code`` may be logged and answered now."""
         with self._lock:
             now = self.clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
