@@ -48,6 +48,7 @@ def main() -> None:
                 "ClientId": "bench-flood",
                 "QoS": 1,
                 "MaxQueuedCommands": 1000,
+                "MaxRefusalsPerSecond": 100_000,  # every refusal answered, as before the limit
                 "StateDir": str(workdir / "state"),
                 "Services": {"svc": {"commands": {"true": ["/bin/true"]}}},
             }
