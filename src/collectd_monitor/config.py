@@ -18,6 +18,7 @@ from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.errors import ConfigError, ProtocolError
+from collectd_monitor.logsetup import quote
 from collectd_monitor.schema import (
     Converter,
     Section,
@@ -28,6 +29,7 @@ from collectd_monitor.schema import (
     as_positive_int,
     as_str,
     choice,
+    integer,
 )
 from collectd_monitor.security_config import SecuritySettings, parse_security
 from collectd_monitor.services import (
@@ -58,6 +60,8 @@ DEFAULT_STATE_DIR = "/var/lib/collectd-monitor"
 DEFAULT_CONFIG_PATH = "/etc/collectd/monitor/config.json"
 """Where the CLI looks for config.json when it is not named."""
 MQTT_VERSIONS = ("auto", "5", "3.1.1")
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
+DEFAULT_MAX_REFUSALS_PER_SECOND = 20.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class MonitorConfig:
     services: Mapping[str, Service] = field(default_factory=dict)
     command_timeout: float = 60.0
     max_output_bytes: int = 64 * 1024
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    """Largest result payload ever published (refusals and command output are cut to fit)."""
+    max_refusals_per_second: float = DEFAULT_MAX_REFUSALS_PER_SECOND
     max_concurrent_commands: int = 4
     max_queued_commands: int = 64
     duplicate_memory: int = 10_000
@@ -167,6 +174,8 @@ KEYS: dict[str, Converter[Any]] = {
     "Services": as_object,
     "CommandTimeout": as_positive_float,
     "MaxOutputBytes": as_positive_int,
+    "MaxResultBytes": integer(minimum=1024),
+    "MaxRefusalsPerSecond": as_positive_float,
     "MaxConcurrentCommands": as_positive_int,
     "MaxQueuedCommands": as_positive_int,
     "DuplicateMemory": as_positive_int,
@@ -331,6 +340,10 @@ def build_config(
         collectd=collectd_settings(services),
         command_timeout=top.get("CommandTimeout", as_positive_float, 60.0),
         max_output_bytes=top.get("MaxOutputBytes", as_positive_int, 64 * 1024),
+        max_result_bytes=top.get("MaxResultBytes", integer(minimum=1024), DEFAULT_MAX_RESULT_BYTES),
+        max_refusals_per_second=top.get(
+            "MaxRefusalsPerSecond", as_positive_float, DEFAULT_MAX_REFUSALS_PER_SECOND
+        ),
         max_concurrent_commands=top.get("MaxConcurrentCommands", as_positive_int, 4),
         max_queued_commands=top.get("MaxQueuedCommands", as_positive_int, 64),
         duplicate_memory=top.get("DuplicateMemory", as_positive_int, 10_000),
@@ -351,12 +364,14 @@ def lookup_command(
         )
     entry = config.services.get(service)
     if entry is None:
-        raise ProtocolError(ResultCode.UNKNOWN_SERVICE, f"unknown service {service!r}", task_id)
+        raise ProtocolError(
+            ResultCode.UNKNOWN_SERVICE, f"unknown service {quote(service)}", task_id
+        )
     spec = entry.commands.get(command)
     if spec is None:
         raise ProtocolError(
             ResultCode.UNKNOWN_COMMAND,
-            f"unknown command {command!r} for service {service!r}",
+            f"unknown command {quote(command)} for service {quote(service)}",
             task_id,
         )
     return spec

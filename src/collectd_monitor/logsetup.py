@@ -45,6 +45,29 @@ def escape_text(text: str) -> str:
     )
 
 
+ECHO_LIMIT = 120
+"""Characters of a message's own text that a refusal or a log line repeats."""
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` escaped to one printable line and cut at ``limit`` characters (never
+    inside an escape), with the original length shown when cut."""
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = escape_text(char)
+        if used + len(piece) > limit:
+            return "".join(pieces) + f"...[{len(text)} chars]"
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces)
+
+
+def quote(text: str, limit: int = ECHO_LIMIT) -> str:
+    """:func:`clip` in quotes: what a refusal message shows of a name it did not know."""
+    return f"'{clip(text, limit)}'"
+
+
 class SafeRecord(logging.Filter):
     """Masks every secret and escapes the message to one printable line.
 

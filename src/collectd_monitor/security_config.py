@@ -31,6 +31,7 @@ _KEYS = (
     "MaxMessageAge",
     "MaxClockSkew",
     "StrictPermissions",
+    "AnswerUnsigned",
 )
 
 
@@ -70,6 +71,9 @@ class SecuritySettings:
     """Public key files (``{"File": ...}``): checked for who may change them."""
     hmac_files: tuple[str, ...] = ()
     """HMAC secret files: checked for who may read them."""
+    answer_unsigned: bool = False
+    """With signatures required, answer unsigned and badly signed messages (0x1201/0x1202)
+    instead of dropping them silently (counted and logged, rate-limited)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -135,6 +139,7 @@ def parse_security(value: Any, *, source: str | None) -> SecuritySettings:
         strict_permissions=section.get("StrictPermissions", as_bool, False),
         ed25519_files=tuple(ed25519_files),
         hmac_files=tuple(hmac_files),
+        answer_unsigned=section.get("AnswerUnsigned", as_bool, False),
     )
 
 

@@ -10,8 +10,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_flood_every_valid_command_answered_once_and_memory_flat(monitor):
-    m = monitor(
-        {"MaxQueuedCommands": 1000, "QoS": 1},
+    m = monitor(  # every refusal answered: this measures delivery, not the refusal rate limit
+        {"MaxQueuedCommands": 1000, "QoS": 1, "MaxRefusalsPerSecond": 100_000},
         services={"svc": {"commands": {"true": ["/bin/true"]}}},
     )
     pid = m.collectd.pid()

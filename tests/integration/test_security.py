@@ -60,10 +60,13 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     return {"private": private, "public": public, "other": other, "hmac": hmac_file}
 
 
-def signed_monitor(monitor: Any, keys: dict[str, Path], **settings: Any) -> Any:
+def signed_monitor(
+    monitor: Any, keys: dict[str, Path], *, answer_unsigned: bool = False, **settings: Any
+) -> Any:
     security = {
         "Ed25519Keys": {"ops": {"File": str(keys["public"])}},
         "HmacKeys": {"central": HMAC_SECRET},
+        "AnswerUnsigned": answer_unsigned,
     }
     return monitor({"Security": security, **settings})
 
@@ -82,7 +85,12 @@ def test_signed_commands_from_the_cli_run(monitor, keys):
 
 
 def test_unsigned_wrong_key_and_tampered_messages_run_nothing(monitor, peer, keys, tmp_path):
-    m = signed_monitor(monitor, keys, Services={"svc": {"commands": {"touch": "touch ran-it"}}})
+    m = signed_monitor(  # answered (not dropped silently) so that the codes show
+        monitor,
+        keys,
+        answer_unsigned=True,
+        Services={"svc": {"commands": {"touch": "touch ran-it"}}},
+    )
     p = peer(m)
     unsigned = command_message("svc", "touch")
     intruder = Signer.from_file(str(keys["other"]), "ops").sign(

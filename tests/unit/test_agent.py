@@ -62,6 +62,9 @@ class FakeLink:
     error: Exception | None = None
     """Raised by publish() when set: plays paho refusing a message outright."""
     last_error: str | None = None
+    max_packet_size: int | None = None
+    discarded: int = 0
+    """How often the agent asked to drop what the link still carries."""
     sent: list[Sent] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
@@ -72,6 +75,12 @@ class FakeLink:
 
     def stop(self, timeout: float = 0.5) -> None:
         self.stopped = True
+
+    def discard_unsent(self) -> None:
+        self.discarded += 1
+        for sent in list(self.sent):
+            if sent.on_done and not sent.settled:
+                self.settle(sent, delivered=False)
 
     def flush(self, timeout: float) -> bool:
         with self._cond:
@@ -374,7 +383,7 @@ def test_a_reused_task_id_with_new_content_runs_but_a_redelivery_does_not(
 def test_unsigned_and_forged_messages_are_refused_when_signatures_are_required(
     make_agent: Agents,
 ) -> None:
-    security = {"Security": {"HmacKeys": {"central": HMAC_SECRET}}}
+    security = {"Security": {"HmacKeys": {"central": HMAC_SECRET}, "AnswerUnsigned": True}}
     agent, link = make_agent(**security)
     agent.handle_message(message(command(task_id=31)))
     forged = Signer("hmac-sha256", "central", b"not-the-right-secret").sign(

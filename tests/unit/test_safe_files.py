@@ -67,7 +67,7 @@ def test_seen_tasks_in_a_world_writable_directory_stay_in_memory(tmp_path, victi
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "writable by group or others" in errors[0]
-    assert "replay protection does not survive a restart" in errors[0]
+    assert "replay protection is memory-only" in errors[0]
 
 
 @needs_root

@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 
 from collectd_monitor import __version__
 from collectd_monitor.codes import ResultCode, describe
+from collectd_monitor.commands.limits import StuckResults, fit_result, payload_limit
 from collectd_monitor.commands.outbox import Entry, Outbox, outbox_directory, state_directory
 from collectd_monitor.commands.protocol import (
     CommandRequest,
@@ -31,6 +32,7 @@ from collectd_monitor.commands.protocol import (
     decode_request,
     format_timestamp,
 )
+from collectd_monitor.commands.refusals import RefusalGate
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.commands.seen import SeenTasks, message_digest
 from collectd_monitor.commands.transport import Link, MqttLink
@@ -101,6 +103,8 @@ class RemoteAgent:
         self._own_verifiers = verifiers is None
         self.verifiers = default_verifiers(config) if verifiers is None else verifiers
         self.config_watch: ConfigWatch | None = None
+        self._problems: tuple[str, ...] = ()
+        """What the broker refused us, for the status message."""
         state = state_directory(config)
         window = config.security.max_message_age + config.security.max_clock_skew
         self.seen = SeenTasks(
@@ -112,6 +116,9 @@ class RemoteAgent:
         self._in_flight: dict[str, Entry] = {}
         """Outbox entries that paho carries now: removed when delivered or dropped."""
         self._in_flight_lock = threading.Lock()
+        self.refusals = RefusalGate(config.max_refusals_per_second)
+        self._stuck = StuckResults()
+        self._replay_memory_only = self.seen.memory_only
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
         self._stop_hooks: list[Callable[[], None]] = []
 
@@ -155,17 +162,19 @@ class RemoteAgent:
         if not self.link.flush(0.3):
             log.warning("results not yet acknowledged stay in the outbox for the next start")
         self.link.stop(0.2)
+        self.refusals.flush()
         self.seen.close()
 
     def handle_problems(self, problems: tuple[str, ...]) -> None:
         """The broker refused something (link thread): say so in our status message."""
-        self.link.publish(
-            self.config.status_topic, presence("online", self.config, problems=problems), 1, True
-        )
+        self._problems = problems
+        self._announce()
 
     def handle_connected(self) -> None:
         """The link is (again) on the broker: announce us, send what the outbox holds."""
-        self.link.publish(self.config.status_topic, presence("online", self.config), 1, True)
+        if self._quarantine_stuck():
+            return  # the link reconnects at once, without the result it choked on
+        self._announce()
         self._republish()
         for hook in self._connected_hooks:
             try:
@@ -219,8 +228,50 @@ class RemoteAgent:
         """The link is done with ``entry``: delivered, or to be sent again on connect."""
         with self._in_flight_lock:
             self._in_flight.pop(entry.name, None)
+            if delivered:
+                self._stuck.settled(entry.name)
         if delivered:
             self.outbox.remove(entry)
+
+    def _quarantine_stuck(self) -> bool:
+        """Move aside the result the broker keeps dropping the connection over, if any.
+
+        True when one was: the link then replaces its client (paho would send
+        the result first again) and connects anew.
+        """
+        with self._in_flight_lock:
+            name = self._stuck.connected(list(self._in_flight))
+            entry = self._in_flight.pop(name, None) if name else None
+        if entry is None:
+            return False
+        kept = self.outbox.quarantine(entry)
+        log.error(
+            "the broker dropped the connection %d times while a %d-byte result for %s was "
+            "first in line; moved it to %s and reconnecting without it",
+            self._stuck.strikes,
+            len(entry.payload),
+            entry.topic,
+            kept or "nowhere (memory only: dropped)",
+        )
+        self.link.discard_unsent()
+        return True
+
+    def _too_large(self, entry: Entry) -> bool:
+        """A stored result larger than the broker now takes: quarantined, never sent."""
+        biggest = self.link.max_packet_size
+        if not biggest or len(entry.payload) <= payload_limit(
+            len(entry.payload), biggest, entry.topic
+        ):
+            return False
+        kept = self.outbox.quarantine(entry)
+        log.error(
+            "a %d-byte result for %s exceeds the broker's maximum packet size (%s); moved to %s",
+            len(entry.payload),
+            entry.topic,
+            self.link.max_packet_size,
+            kept or "nowhere (memory only: dropped)",
+        )
+        return True
 
     def _republish(self) -> None:
         """Publish what the outbox holds and paho does not already carry (a former run's)."""
@@ -230,7 +281,11 @@ class RemoteAgent:
         if waiting:
             log.info("publishing %d result(s) kept in the outbox", len(waiting))
         for entry in waiting:
-            self._send(entry)
+            try:
+                if not self._too_large(entry):
+                    self._send(entry)
+            except Exception as exc:  # one bad entry must not stop the others
+                log.error("cannot publish outbox entry %s: %s", entry.name, exc)
 
     def deliver_foreign(self) -> None:
         """Publish entries other processes dropped into the outbox (the replacement helper's).
@@ -260,18 +315,25 @@ class RemoteAgent:
         self.handle_payload(bytes(message.payload), reply)
 
     def handle_payload(self, payload: bytes, reply: ReplyTo | None = None) -> None:
+        """Decode, check and dispatch one message; a refusal is answered (or dropped) here."""
         self._refresh_config()
+        authenticated = not self.config.security.require_signature
         try:
             request = decode_request(payload)
             for verify in self.verifiers:
                 verify(request)
+                if isinstance(verify, SignatureCheck):
+                    authenticated = True
+            if not authenticated:  # signatures required, yet no check looked at one
+                reply = None
             self._refuse_duplicate(request)
+            self._note_replay_protection()
             if isinstance(request, ConfigRequest):
                 self._handle_config(request, reply)
             else:
                 self._handle_command(request, reply)
         except ProtocolError as exc:
-            self._refuse(exc, reply)
+            self._refuse(exc, reply if authenticated else None, authenticated)
 
     def _refuse_duplicate(self, request: Request) -> None:
         """Remember ``request``; refuse it (0x1100) if this very message was seen before.
@@ -286,12 +348,27 @@ class RemoteAgent:
                 request.task_id,
             )
 
-    def _refuse(self, exc: ProtocolError, reply: ReplyTo | None = None) -> None:
-        if exc.task_id is None:
-            log.warning("ignored a message without a usable task_id: %s", exc.message)
+    def _refuse(
+        self, exc: ProtocolError, reply: ReplyTo | None = None, authenticated: bool = True
+    ) -> None:
+        """Log and answer a refusal: rate-limited, never fsync'd, never to a reply-to
+        that an unauthenticated message chose (with signatures required, such a
+        message gets no answer at all unless ``Security.AnswerUnsigned``)."""
+        if not self.refusals.admit(exc.code):
+            return
+        silent = not authenticated and not self.config.security.answer_unsigned
+        if exc.task_id is None or silent:
+            log.warning(
+                "ignored a message%s: %s",
+                " (not answered: signatures required)"
+                if exc.task_id is not None
+                else " without a usable task_id",
+                exc.message,
+            )
             return
         log.warning("task %s refused (%s): %s", exc.task_id, describe(exc.code), exc.message)
-        self.publish(Result(task_id=exc.task_id, code=exc.code, message=exc.message), reply)
+        result = Result(task_id=exc.task_id, code=exc.code, message=exc.message)
+        self.publish(result, reply, durable=False)
 
     def _handle_config(self, request: ConfigRequest, reply: ReplyTo | None = None) -> None:
         if self.config_handler is None:
@@ -340,15 +417,60 @@ class RemoteAgent:
         except Busy as exc:
             raise ProtocolError(ResultCode.BUSY, f"not run: {exc}", task_id) from None
 
-    def publish(self, result: Result, reply: ReplyTo | None = None) -> None:
-        """Publish a result on the result topic (through the outbox) and to ``reply``."""
-        payload = result.encode()
-        self._send(self.outbox.put(self.config.result_topic, payload))
-        if reply is not None and reply.topic != self.config.result_topic:
+    def publish(
+        self, result: Result, reply: ReplyTo | None = None, *, durable: bool = True
+    ) -> None:
+        """Publish a result on the result topic (through the outbox) and to ``reply``.
+
+        The result is cut to ``MaxResultBytes`` and to what the broker takes.
+        ``durable=False`` (refusals) skips the fsync of the outbox file.
+        """
+        topic = self.config.result_topic
+        limit = payload_limit(self.config.max_result_bytes, self.link.max_packet_size, topic)
+        payload = fit_result(result, limit)
+        if payload is None:
+            log.error(
+                "the result of task %s cannot be cut to %d bytes; not sent", result.task_id, limit
+            )
+            return
+        self._send(self.outbox.put(topic, payload, durable=durable))
+        if reply is not None and reply.topic != topic:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if reply.correlation is not None:
                 properties.CorrelationData = reply.correlation
-            self.link.publish(reply.topic, payload, self.config.broker.qos, properties=properties)
+            biggest = self.link.max_packet_size
+            if biggest and reply.correlation is not None:
+                biggest -= len(reply.correlation)
+            limit = payload_limit(self.config.max_result_bytes, biggest, reply.topic)
+            if len(payload) <= limit:
+                self.link.publish(
+                    reply.topic, payload, self.config.broker.qos, properties=properties
+                )
+
+    # -- status -----------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        self.link.publish(
+            self.config.status_topic,
+            presence(
+                "online",
+                self.config,
+                problems=self._problems,
+                replay_protection=self._replay_protection(),
+            ),
+            1,
+            True,
+        )
+
+    def _replay_protection(self) -> str:
+        return "memory-only" if self.seen.path is None else "persistent"
+
+    def _note_replay_protection(self) -> None:
+        """Tell the fleet at once when the seen store has just lost its file."""
+        if self.seen.memory_only and not self._replay_memory_only:
+            self._replay_memory_only = True
+            if self.link.connected:
+                self._announce()
 
 
 def command_result(task_id: int, outcome: Outcome) -> Result:
@@ -358,7 +480,12 @@ def command_result(task_id: int, outcome: Outcome) -> Result:
 
 
 def presence(
-    status: str, config: MonitorConfig, reason: str = "", problems: tuple[str, ...] = ()
+    status: str,
+    config: MonitorConfig,
+    reason: str = "",
+    problems: tuple[str, ...] = (),
+    *,
+    replay_protection: str = "",
 ) -> bytes:
     """The retained status message; an online one also tells what this host offers.
 
@@ -379,6 +506,8 @@ def presence(
         body["version"] = __version__
         body["services"] = {name: sorted(s.commands) for name, s in config.services.items()}
         body["config_push"] = config.allow_config_replace
+        if replay_protection:
+            body["replay_protection"] = replay_protection
     if problems:  # what the broker refused us, e.g. our subscription
         body["problems"] = list(problems)
     return json.dumps(body).encode()

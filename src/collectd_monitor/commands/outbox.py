@@ -10,6 +10,11 @@ Other processes may drop entries too (:func:`write_entry`): the config
 replacement helper leaves its outcome in the outbox of the plugin that runs
 after the restart, which publishes it (:meth:`RemoteAgent.deliver_foreign`).
 An entry's name carries the pid of its writer.
+
+Refusals are written without fsync (``durable=False``): they are cheap to lose
+and a flood of them must not cost a disk flush each. An entry that cannot be
+read back, or that the broker will not take (see the agent), is moved to
+``quarantine/`` beside the entries, never published again, and kept for a look.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _names = itertools.count(1)
 
+QUARANTINE = "quarantine"
+"""The outbox's subdirectory for entries never to be published again."""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -53,11 +61,17 @@ def entry_name() -> str:
     return f"{time.time_ns():020d}-{os.getpid()}-{next(_names):06d}.json"
 
 
-def write_entry(directory: Path, topic: str, payload: bytes, name: str | None = None) -> Entry:
-    """Drop an entry into the outbox ``directory`` (atomically, mode 0600); OSError on failure."""
+def write_entry(
+    directory: Path, topic: str, payload: bytes, name: str | None = None, *, durable: bool = True
+) -> Entry:
+    """Drop an entry into the outbox ``directory`` (atomically, mode 0600); OSError on failure.
+
+    ``durable`` fsyncs it (results); refusals skip that: cheap to lose, and a
+    flood of them must not cost a disk flush each.
+    """
     entry = Entry(name or entry_name(), topic, payload)
     body = json.dumps({"topic": topic, "payload": payload.decode("utf-8", "replace")})
-    atomic_write(directory / entry.name, body.encode("utf-8"), mode=0o600)
+    atomic_write(directory / entry.name, body.encode("utf-8"), mode=0o600, durable=durable)
     return entry
 
 
@@ -80,11 +94,11 @@ class Outbox:
                 )
                 self.directory = None
 
-    def put(self, topic: str, payload: bytes) -> Entry:
+    def put(self, topic: str, payload: bytes, *, durable: bool = True) -> Entry:
         name = entry_name()
         if self.directory is not None:
             try:
-                return write_entry(self.directory, topic, payload, name)
+                return write_entry(self.directory, topic, payload, name, durable=durable)
             except OSError as exc:
                 log.warning("cannot write %s to the outbox: %s; kept in memory only", name, exc)
         entry = Entry(name, topic, payload)
@@ -104,18 +118,40 @@ class Outbox:
                 log.warning("cannot remove %s from the outbox: %s", entry.name, exc)
 
     def pending(self) -> Iterator[Entry]:
-        """Every entry not yet acknowledged, oldest first."""
+        """Every entry not yet acknowledged, oldest first; unreadable files are quarantined."""
         with self._lock:
             entries = dict(self._memory)
         if self.directory is not None:
             for path in sorted(self.directory.glob("[0-9]*.json")):
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                    entries[path.name] = Entry(path.name, data["topic"], data["payload"].encode())
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    log.warning("dropping unreadable outbox file %s: %s", path, exc)
-                    path.unlink(missing_ok=True)
+                entry = _read_entry(path)
+                if isinstance(entry, Entry):
+                    entries[path.name] = entry
+                else:
+                    log.warning("outbox file %s is unusable (%s); moved aside", path, entry)
+                    self._move_aside(path.name)
         yield from (entries[name] for name in sorted(entries))
+
+    def quarantine(self, entry: Entry) -> Path | None:
+        """Take ``entry`` out of the outbox for good; where it was kept, if on disk."""
+        with self._lock:
+            self._memory.pop(entry.name, None)
+        return self._move_aside(entry.name)
+
+    def _move_aside(self, name: str) -> Path | None:
+        if self.directory is None:
+            return None
+        source = self.directory / name
+        target = self.directory / QUARANTINE / name
+        try:
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            source.replace(target)
+            return target
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot move %s to %s: %s; removing it", source, target.parent, exc)
+            source.unlink(missing_ok=True)
+            return None
 
     def __len__(self) -> int:
         return sum(1 for _ in self.pending())
@@ -135,3 +171,19 @@ def outbox_directory(config: MonitorConfig) -> Path | None:
 
 def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "default"
+
+
+def _read_entry(path: Path) -> Entry | str:
+    """The entry stored in ``path``, or why it cannot be one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        return f"unreadable: {exc}"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    topic, payload = data.get("topic"), data.get("payload")
+    if not isinstance(topic, str) or not topic:
+        return "topic is not a string"
+    if not isinstance(payload, str):
+        return "payload is not a string"
+    return Entry(path.name, topic, payload.encode("utf-8", "backslashreplace"))

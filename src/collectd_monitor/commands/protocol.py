@@ -27,6 +27,7 @@ from typing import Any
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.errors import ProtocolError
+from collectd_monitor.logsetup import clip, quote
 
 TaskId = int | str
 
@@ -125,18 +126,18 @@ def _echo_task_id(data: Mapping[str, Any]) -> TaskId | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value:
-        return value[:64]
+        return clip(value, 64)
     return None
 
 
 def decode_request(payload: bytes) -> CommandRequest | ConfigRequest:
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
         match = _SALVAGE_TASK_ID.search(payload)
         raise ProtocolError(
             ResultCode.MALFORMED_JSON,
-            f"malformed message: {exc}",
+            f"malformed message: {clip(str(exc))}",
             int(match.group(1)) if match else None,
         ) from None
     except RecursionError:
@@ -175,7 +176,7 @@ def decode_request(payload: bytes) -> CommandRequest | ConfigRequest:
         parse_timestamp(timestamp)
     except ValueError:
         raise ProtocolError(
-            ResultCode.INVALID_FIELD, f"timestamp {timestamp[:40]!r} is not ISO 8601", task_id
+            ResultCode.INVALID_FIELD, f"timestamp {quote(timestamp, 40)} is not ISO 8601", task_id
         ) from None
 
     has_config = "config" in data

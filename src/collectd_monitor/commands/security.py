@@ -42,6 +42,7 @@ from typing import Any
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.protocol import ConfigRequest, Request, utc_now
 from collectd_monitor.errors import ProtocolError
+from collectd_monitor.logsetup import quote
 from collectd_monitor.security_config import SecuritySettings, ed25519_module
 
 ED25519 = "ed25519"
@@ -171,11 +172,11 @@ class SignatureCheck:
         else:
             raise ProtocolError(
                 ResultCode.SIGNATURE_INVALID,
-                f"no {alg!r} key named {key_id!r} on this host",
+                f"no {quote(alg, 20)} key named {quote(key_id)} on this host",
                 task_id,
             )
         raise ProtocolError(
-            ResultCode.SIGNATURE_INVALID, f"bad {alg} signature (key {key_id!r})", task_id
+            ResultCode.SIGNATURE_INVALID, f"bad {alg} signature (key {quote(key_id)})", task_id
         )
 
 

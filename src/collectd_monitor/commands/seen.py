@@ -12,6 +12,11 @@ to the file as ``[task_id, seen_at, digest]`` as it arrives, and the file is
 rewritten (atomically) once it holds twice the capacity. Lines of former
 versions, ``[task_id, seen_at]``, still load: such an entry has no digest and
 refuses every message with its task id until it ages out, as before.
+
+When the file cannot be written (unwritable state directory, full disk) the
+memory goes on in RAM only: replay protection then no longer survives a
+restart. That is logged at ERROR once and shown by :attr:`SeenTasks.memory_only`
+(the agent puts it in its status message).
 """
 
 from __future__ import annotations
@@ -65,24 +70,16 @@ class SeenTasks:
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
         self._lines = 0
+        self.memory_only = False
+        """True once a configured file could not be written: replays are only
+        remembered until the next restart."""
         if path is not None:
             try:  # another user's directory could redirect our appends (symlinks)
                 private_directory(path.parent)
             except UnsafePath as exc:
-                log.error(
-                    "unsafe state directory: %s; seen task ids kept in memory only, "
-                    "replay protection does not survive a restart",
-                    exc,
-                )
-                self.path = None
+                self._degrade(f"unsafe state directory: {exc}")
             except OSError as exc:
-                log.error(
-                    "cannot create %s: %s; seen task ids kept in memory only, "
-                    "replay protection does not survive a restart",
-                    path.parent,
-                    exc,
-                )
-                self.path = None
+                self._degrade(f"cannot create {path.parent}: {exc.strerror or exc}")
             else:
                 self._load(path)
 
@@ -133,13 +130,22 @@ class SeenTasks:
             self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             self._lines = len(self._ids)
         except OSError as exc:
-            log.error(
-                "cannot persist seen task ids to %s: %s; keeping them in memory only, "
-                "replay protection does not survive a restart",
-                self.path,
-                exc,
-            )
-            self.path = None
+            self._degrade(f"cannot persist seen task ids to {self.path}: {exc}")
+
+    def _degrade(self, why: str) -> None:
+        log.error(
+            "%s; replay protection is memory-only: task ids seen before a restart "
+            "will be accepted again after it",
+            why,
+        )
+        self.memory_only = True
+        self.path = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
     def add(self, task_id: TaskId, digest: str | None = None) -> bool:
         """Remember this message; False if it was already remembered.
@@ -161,8 +167,8 @@ class SeenTasks:
                     self._file.flush()
                     self._lines += 1
                 except OSError as exc:
-                    log.warning("cannot append to %s: %s", self.path, exc)
-                if self._lines > 2 * self.capacity:
+                    self._degrade(f"cannot append to {self.path}: {exc}")
+                if self._file is not None and self._lines > 2 * self.capacity:
                     self._rewrite()
             return True
 

@@ -115,9 +115,14 @@ class Link(Protocol):
     """What the remote agent needs of its MQTT link (:class:`MqttLink` in production)."""
 
     last_error: str | None
+    max_packet_size: int | None
+    """The broker's Maximum Packet Size (MQTT 5 CONNACK), None when not announced."""
 
     @property
     def connected(self) -> bool: ...
+
+    def discard_unsent(self) -> None:
+        """Drop every message not yet acknowledged (their ``on_done`` get False)."""
 
     def start(self) -> None: ...
 
@@ -167,6 +172,8 @@ class MqttLink:
         self.connect_count = 0
         self._failures = FailureLog(log, settings.address)
         self._socket_errors = SocketErrors()
+        self.max_packet_size: int | None = None
+        self._discard = False
 
         self._will = will
         self._connect_timeout = connect_timeout
@@ -268,6 +275,7 @@ class MqttLink:
             self._unsupported = None
             self._socket_errors.take()
             failure = None
+            self._discard_now()
             try:
                 connect(self.client, self.settings)
             except (OSError, ValueError) as exc:
@@ -350,6 +358,26 @@ class MqttLink:
         if self._on_problems is not None:
             self._on_problems(self.problems)
 
+    def discard_unsent(self) -> None:
+        """Drop what paho holds for (re)sending: a new client, the same session.
+
+        paho sends its unacknowledged QoS 1/2 messages again after every
+        CONNACK and offers no way to remove one; so the connection is closed
+        and the client replaced before the next connect. Callable from the
+        link's own callbacks.
+        """
+        self._discard = True
+        try:
+            self.client.disconnect()
+        except Exception:  # not connected
+            pass
+
+    def _discard_now(self) -> None:
+        if self._discard:
+            self._discard = False
+            self.client = self._make_client(self.client.protocol)
+            self._acks.forget_all()
+
     def _note_failure(self, message: str, kind: str | None = None) -> None:
         self._failures.failed(message, kind=kind)
         self.last_error = message
@@ -357,9 +385,10 @@ class MqttLink:
     # -- paho callbacks (guarded) ----------------------------------------------------
 
     def _handle_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, props: Any
     ) -> None:
         try:
+            self.max_packet_size = getattr(props, "MaximumPacketSize", None)
             if (
                 reason.is_failure
                 and unsupported_protocol(reason)

@@ -162,3 +162,93 @@ def run_flood(
         report.lost = sum(1 for t in valid_ids + invalid_ids if answers[t] == 0)
         report.codes = Counter(codes[t] for t in valid_ids + invalid_ids if t in codes)
     return report
+
+
+@dataclass
+class JunkReport:
+    sent: int = 0
+    """Junk messages published (unsigned, each with a task_id)."""
+    send_seconds: float = 0.0
+    answered: bool = False
+    """The signed command published after the junk got its result."""
+    latency: float = 0.0
+    """Seconds from publishing the signed command to its result."""
+    junk_results: int = 0
+    """Results that answered junk (with signatures required: refusals that got out)."""
+
+
+def junk_flood(
+    port: int,
+    command_topic: str,
+    result_topic: str,
+    signer: Any,
+    *,
+    total: int = 20_000,
+    service: str = "hello",
+    command: str = "exec",
+    timeout: float = 60.0,
+    seed: int = 1,
+) -> JunkReport:
+    """``total`` unsigned junk commands (QoS 0), then one signed command (QoS 1).
+
+    ``signer`` is a :class:`collectd_monitor.commands.security.Signer` whose key
+    the host trusts. The junk carries task_ids, so a host that answers unsigned
+    messages shows it in ``junk_results``.
+    """
+    rng = random.Random(seed)
+    base = rng.randrange(10**9, 2 * 10**9)
+    signed_id = base + total
+    results: list[Any] = []
+    answered = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            task_id = json.loads(msg.payload).get("task_id")
+        except (ValueError, AttributeError):
+            return
+        results.append(task_id)
+        if task_id == signed_id:
+            answered.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"junk-{uuid.uuid4().hex[:8]}")
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    report = JunkReport()
+    try:
+        client.subscribe(result_topic, 1)
+        if not subscribed.wait(5):
+            raise RuntimeError("no SUBACK")
+        started = time.monotonic()
+        for n in range(total):
+            body = {
+                "task_id": base + n,
+                "timestamp": format_timestamp(),
+                "service": rng.choice([service, "nosuch", "x" * rng.randrange(1, 300)]),
+                "command": command,
+            }
+            client.publish(command_topic, json.dumps(body), qos=0)
+            report.sent += 1
+        signed = signer.sign(
+            command_topic,
+            {
+                "task_id": signed_id,
+                "timestamp": format_timestamp(),
+                "service": service,
+                "command": command,
+            },
+        )
+        info = client.publish(command_topic, json.dumps(signed), qos=1)
+        sent_at = time.monotonic()
+        report.send_seconds = sent_at - started
+        info.wait_for_publish(timeout)
+        report.answered = answered.wait(timeout)
+        report.latency = time.monotonic() - sent_at
+        time.sleep(0.5)  # refusals of junk, if any, would still be arriving
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    report.junk_results = sum(1 for task_id in results if task_id != signed_id)
+    return report

@@ -176,6 +176,9 @@ class Broker(_Process):
     extra_conf: str = ""
     persistence: bool = False
     """Keep sessions and queued messages across a restart of the broker."""
+    max_packet_size: int | None = None
+    """mosquitto's ``max_packet_size``: a client sending a larger packet is disconnected
+    (announced to MQTT 5 clients in CONNACK)."""
 
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -200,6 +203,7 @@ class Broker(_Process):
             "log_type subscribe",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 1000",
+            f"max_packet_size {self.max_packet_size}" if self.max_packet_size else "",
             "",
             f"listener {self.port} {LOOPBACK}",
             "allow_anonymous true",
