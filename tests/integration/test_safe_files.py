@@ -45,7 +45,7 @@ def test_planted_symlinks_in_a_shared_state_dir_are_never_followed(monitor, peer
     assert victim.stat().st_mode & 0o7777 == 0o640
     assert list(elsewhere.iterdir()) == []
     log = m.log()
-    assert "unsafe state directory" in log and "replay protection does not survive" in log
+    assert "unsafe state directory" in log and "replay protection is memory-only" in log
     assert "unsafe outbox directory" in log and "kept in memory only" in log
     assert "Traceback" not in log
 
