@@ -157,7 +157,7 @@ def test_collectd_logs_one_warning_for_a_silent_tls_failure(
         log = fresh_broker.log_path.read_text(errors="replace")
         return len(re.findall(rf"New connection from \S+ on port {port}\.", log))
 
-    wait_for(lambda: broker_saw() >= 4, 30, what="four connection attempts at the broker")
+    wait_for(lambda: broker_saw() >= 4, 60, what="four connection attempts at the broker")
     m.collectd.wait_log(re.escape(expected))
     lines = [line for line in m.log().splitlines() if "cannot connect to" in line]
     assert len(lines) == 1, lines
