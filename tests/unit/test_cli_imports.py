@@ -168,3 +168,15 @@ def test_top_level_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     for name, (_, help_text) in SUBCOMMANDS.items():
         assert name in out and help_text[:30] in out
+
+
+def test_the_process_exits_with_the_status_of_main_and_flushes_its_output():
+    done = subprocess.run(
+        [sys.executable, "-m", "collectd_monitor", "send-command", "svc", "cmd", "--no-history",
+         "--host", f"127.0.0.1:{closed_port()}", "--to", "web-1", "--timeout", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 4
+    assert done.stdout == ""
+    assert done.stderr.startswith("collectd-monitor: sending svc/cmd as task ")
+    assert done.stderr.splitlines()[-1].startswith("collectd-monitor: cannot connect to 127.0.0.1:")
