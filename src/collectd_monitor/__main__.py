@@ -1,5 +1,3 @@
-import sys
+from collectd_monitor.cli import run
 
-from collectd_monitor.cli import main
-
-sys.exit(main())
+run()

@@ -16,6 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collectd_monitor.brokersettings import (
+    DEFAULT_PORT,
+    DEFAULT_TLS_PORT,
+    BrokerSettings,
+    default_status_topic,
+    default_topics,
+    parse_host,
+)
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.errors import ConfigError, ProtocolError
 from collectd_monitor.logsetup import quote
@@ -41,11 +49,15 @@ from collectd_monitor.services import (
 )
 
 __all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
     "BrokerSettings",
     "CommandSpec",
     "MonitorConfig",
     "Service",
     "build_config",
+    "default_status_topic",
+    "default_topics",
     "load_config",
     "lookup_command",
     "parse_host",
@@ -54,39 +66,12 @@ __all__ = [
 LOG_LEVELS = ("fatal", "error", "warn", "info", "debug")
 LOG_DEVICES = ("collectd", "stdout", "syslog")
 
-DEFAULT_PORT = 1883
-DEFAULT_TLS_PORT = 8883
 DEFAULT_STATE_DIR = "/var/lib/collectd-monitor"
 DEFAULT_CONFIG_PATH = "/etc/collectd/monitor/config.json"
 """Where the CLI looks for config.json when it is not named."""
 MQTT_VERSIONS = ("auto", "5", "3.1.1")
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 DEFAULT_MAX_REFUSALS_PER_SECOND = 20.0
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    host: str = "localhost"
-    port: int = DEFAULT_PORT
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    secure: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    clean_session: bool = False
-    qos: int = 2
-    keepalive: int = 60
-    reconnect_interval: float = 5.0
-    reconnect_max_interval: float = 60.0
-    client_id: str = ""
-    protocol: str = "auto"
-    """MQTT version: "5", "3.1.1", or "auto" (5, falling back to 3.1.1)."""
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -184,41 +169,6 @@ KEYS: dict[str, Converter[Any]] = {
     "Security": as_object,
     "StateDir": as_str,
 }
-
-
-def default_topics(hostname: str | None = None) -> tuple[str, str]:
-    host = hostname or socket.gethostname()
-    return f"collectd-monitor/{host}/command", f"collectd-monitor/{host}/result"
-
-
-def default_status_topic(hostname: str | None = None) -> str:
-    return f"collectd-monitor/{hostname or socket.gethostname()}/status"
-
-
-def parse_host(value: str, secure: bool) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6addr]:port`` or a bare IPv6 address."""
-    default = DEFAULT_TLS_PORT if secure else DEFAULT_PORT
-    text = value.strip()
-    if not text:
-        raise ValueError("is empty")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError(f"unbalanced '[' in {value!r}")
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"unexpected {rest!r} after ']' in {value!r}")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:  # a name, an IPv4 address or a bare IPv6 address
-        host, port_text = text, None
-    if not host:
-        raise ValueError(f"no host name in {value!r}")
-    if port_text is None:
-        return host, default
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port in {value!r}")
-    return host, int(port_text)
 
 
 # --------------------------------------------------------------------------- loading

@@ -25,6 +25,7 @@ PACKAGE = "collectd_monitor"
 ROOT = Path(collectd_monitor.__file__).resolve().parent
 
 CORE_MODULES = {
+    "brokersettings",
     "cmdline",
     "codes",
     "config",

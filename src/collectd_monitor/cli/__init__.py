@@ -12,9 +12,11 @@ Exit statuses shared by the subcommands that talk to a host:
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from collectd_monitor import __version__
 from collectd_monitor.cli.argtypes import OneLineParser
@@ -85,3 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collectd-monitor: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> NoReturn:
+    """The process's entry point (the console script and ``python -m``): :func:`main`, exit.
+
+    Everything still alive at that point dies with the process, so the objects
+    are frozen first (:func:`gc.freeze`): the interpreter's last garbage
+    collections then skip them instead of walking every module's objects,
+    about a tenth of a ``send-command``'s wall time. Output is still flushed
+    and exit handlers still run. Not in :func:`main`, which tests call in-process.
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)

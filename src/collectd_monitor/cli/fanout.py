@@ -16,14 +16,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from collectd_monitor.cli.argtypes import count, rate
+from collectd_monitor.brokersettings import BrokerSettings
+from collectd_monitor.cli.fanoutargs import FANOUT_QOS
+from collectd_monitor.cli.fanoutargs import add_fanout_options as add_fanout_options
+from collectd_monitor.cli.fanoutargs import wants_fanout as wants_fanout
 from collectd_monitor.cli.progress import Display, line
 from collectd_monitor.cli.status import EXIT_CONNECTION, EXIT_OK, EXIT_REMOTE_FAILED, EXIT_USAGE
 from collectd_monitor.codes import describe
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.sender import new_task_id
-from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
 from collectd_monitor.fleet.broadcast import Broadcast, Prepared
 from collectd_monitor.fleet.fanout import (
@@ -32,74 +34,18 @@ from collectd_monitor.fleet.fanout import (
     Limits,
     Outcome,
     Progress,
-    is_glob,
     read_hosts_file,
     select_hosts,
 )
 from collectd_monitor.fleet.journal import Journal
 from collectd_monitor.fleet.presence import read_statuses
-from collectd_monitor.fleet.topics import (
-    DEFAULT_COMMAND_TEMPLATE,
-    DEFAULT_RESULT_TEMPLATE,
-    DEFAULT_STATUS_TEMPLATE,
-)
+from collectd_monitor.fleet.topics import DEFAULT_COMMAND_TEMPLATE, DEFAULT_RESULT_TEMPLATE
 
-FANOUT_QOS = 1
-"""QoS of a fan-out unless --qos: hosts drop a duplicate task_id, so "at least once" is enough."""
 SHOWN = 10
 """Hosts named per category in the summary."""
 
 PayloadFactory = Callable[[int], dict[str, Any]]
 """task_id -> the message (stamped when called, so a long rollout never sends stale ones)."""
-
-
-def add_fanout_options(parser: argparse.ArgumentParser, *, rolling: bool) -> None:
-    group = parser.add_argument_group(
-        "many hosts",
-        "--to PATTERN (repeatable) takes host names and globs such as 'web-*', matched "
-        "against the hosts' retained status; with a glob, several --to or --hosts-file the "
-        "request goes to every matching host over one connection. Then --topic and "
-        f"--result-topic are templates with + for the host (default {DEFAULT_COMMAND_TEMPLATE} "
-        f"and {DEFAULT_RESULT_TEMPLATE}), --timeout is per host, and the QoS is "
-        f"{FANOUT_QOS} unless --qos.",
-    )
-    group.add_argument(
-        "--hosts-file",
-        metavar="FILE",
-        help="more hosts: one name per line, # starts a comment (taken as they are, online or not)",
-    )
-    group.add_argument(
-        "--include-offline",
-        action="store_true",
-        help="let --to patterns match hosts whose status is offline too",
-    )
-    group.add_argument(
-        "--status-topic",
-        metavar="TEMPLATE",
-        default=DEFAULT_STATUS_TEMPLATE,
-        help=f"the hosts' status topics (default {DEFAULT_STATUS_TEMPLATE})",
-    )
-    group.add_argument(
-        "--parallel",
-        type=count(1, 100_000),
-        metavar="N",
-        help=f"requests in flight at most (default {1 if rolling else 100})",
-    )
-    group.add_argument("--rate", type=rate, metavar="R", help="requests started per second at most")
-    group.add_argument(
-        "--abort-after",
-        type=count(1),
-        metavar="K",
-        help="send no new request after K failures or timeouts"
-        + (" (default 1: a canary, then the rest)" if rolling else " (default: never)"),
-    )
-    parser.set_defaults(rolling=rolling)
-
-
-def wants_fanout(args: argparse.Namespace) -> bool:
-    """Several hosts (or a glob, or a hosts file) rather than one ``--to HOST``."""
-    to = args.to or []
-    return bool(args.hosts_file) or len(to) > 1 or any(is_glob(t) for t in to)
 
 
 def _template(value: str | None, default: str, option: str) -> str:

@@ -10,8 +10,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from collectd_monitor.brokersettings import (
+    DEFAULT_TLS_PORT,
+    BrokerSettings,
+    default_topics,
+    parse_host,
+)
 from collectd_monitor.cli.argtypes import MAX_EXPIRY, existing_file, seconds
-from collectd_monitor.cli.fanout import add_fanout_options, fan_out, wants_fanout
+from collectd_monitor.cli.fanoutargs import add_fanout_options, wants_fanout
 from collectd_monitor.cli.status import (
     EXIT_CONNECTION,
     EXIT_OK,
@@ -21,17 +27,13 @@ from collectd_monitor.cli.status import (
 )
 from collectd_monitor.codes import describe
 from collectd_monitor.commands.protocol import encode_command, encode_config
-from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.sender import CodelessResult, ResultTimeout, Sender, new_task_id
-from collectd_monitor.config import (
-    DEFAULT_TLS_PORT,
-    BrokerSettings,
-    default_topics,
-    load_config,
-    parse_host,
-)
 from collectd_monitor.errors import AuthError, ConfigError, TransportError
 from collectd_monitor.fleet.hook import add_history_options, recorded
+
+# Imported where they are used, not here: sending to one host without --config or
+# --sign-key needs neither the config.json schema, nor signing, nor the fan-out
+# machinery, and the CLI's start-up time is mostly imports.
 
 PASSWORD_ENV = "COLLECTD_MONITOR_PASSWORD"
 
@@ -178,6 +180,8 @@ def register(subparsers: Any) -> None:
 def connection_from_args(args: argparse.Namespace) -> tuple[BrokerSettings, str, str]:
     """Broker settings and topics from --config, then the explicit options."""
     if args.config:
+        from collectd_monitor.config import load_config
+
         config = load_config(path=args.config)
         settings, topic, result_topic = config.broker, config.command_topic, config.result_topic
     else:
@@ -227,6 +231,8 @@ def _send(args: argparse.Namespace, payload: dict[str, Any], what: str, persiste
         return EXIT_USAGE
     signer = None
     if args.sign_key:
+        from collectd_monitor.commands.security import Signer
+
         try:
             signer = Signer.from_file(args.sign_key, args.key_id)
         except (OSError, ValueError) as exc:
@@ -270,6 +276,8 @@ def _fan_out(args: argparse.Namespace, make: Callable[[int], dict[str, Any]], wh
     except ConfigError as exc:
         print(f"collectd-monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from collectd_monitor.cli.fanout import fan_out
+
     return fan_out(args, settings, make, what)
 
 

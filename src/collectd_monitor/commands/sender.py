@@ -23,13 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor.brokersettings import BrokerSettings
 from collectd_monitor.commands.brokerfaults import (
     CONNACK_TIMEOUT,
     NoConnack,
@@ -40,10 +41,11 @@ from collectd_monitor.commands.brokerfaults import (
 )
 from collectd_monitor.commands.linkfailures import SocketErrors, explain
 from collectd_monitor.commands.protocol import Result
-from collectd_monitor.commands.security import Signer
 from collectd_monitor.commands.transport import connect, new_client
-from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, MonitorError, TransportError
+
+if TYPE_CHECKING:  # signing loads hashlib, hmac and maybe cryptography: only with --sign-key
+    from collectd_monitor.commands.security import Signer
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor.brokersettings import BrokerSettings
 from collectd_monitor.commands.acks import Acks, Done
 from collectd_monitor.commands.brokerfaults import (
     CONNACK_TIMEOUT,
@@ -42,7 +43,6 @@ from collectd_monitor.commands.brokerfaults import (
     versions,
 )
 from collectd_monitor.commands.linkfailures import FailureLog, SocketErrors, explain
-from collectd_monitor.config import BrokerSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,9 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from collectd_monitor.fleet.topics import GLOB_CHARS as GLOB_CHARS  # moved; still found here
+from collectd_monitor.fleet.topics import is_glob as is_glob
+
 OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
 
 
@@ -190,13 +193,6 @@ class Scheduler:
 
 
 # -- choosing the hosts ---------------------------------------------------------------------
-
-
-GLOB_CHARS = frozenset("*?[")
-
-
-def is_glob(pattern: str) -> bool:
-    return any(char in GLOB_CHARS for char in pattern)
 
 
 @dataclass(frozen=True)

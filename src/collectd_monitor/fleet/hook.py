@@ -1,26 +1,27 @@
 """What ``send-command`` and ``send-config`` write to the history.
 
 A history that cannot be written costs a warning on stderr, never the
-sender's result or exit status.
+sender's result or exit status. The history modules (and with them sqlite3
+or psycopg) are imported only when something is recorded: not with
+``--no-history``, and not by parsing the options.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import hashlib
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.commands.sender import ResultTimeout
 from collectd_monitor.errors import TransportError
-from collectd_monitor.fleet.history import History, RequestRecord, ResultRecord, open_history
 from collectd_monitor.fleet.location import HISTORY_ENV
 from collectd_monitor.fleet.topics import host_of
+
+if TYPE_CHECKING:
+    from collectd_monitor.fleet.history import History, RequestRecord
 
 
 def add_history_options(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,9 @@ def add_history_options(parser: argparse.ArgumentParser) -> None:
 
 def sender_identity() -> str:
     """``user@host`` of this process."""
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -48,6 +52,10 @@ def request_record(
     payload: Mapping[str, Any], host: str, sent_at: float, sender: str | None = None
 ) -> RequestRecord:
     """The history's view of a command or config message (a config by its SHA-256 only)."""
+    import hashlib
+
+    from collectd_monitor.fleet.history import RequestRecord
+
     task_id = int(payload["task_id"])
     if "config" in payload:
         digest = hashlib.sha256(str(payload["config"]).encode("utf-8")).hexdigest()
@@ -69,6 +77,8 @@ class _Journal:
     def __init__(self, url: str | None) -> None:
         self.history: History | None = None
         try:
+            from collectd_monitor.fleet.history import open_history
+
             self.history = open_history(url, connect_timeout=3.0)
         except Exception as exc:
             self.warn(exc)
@@ -86,6 +96,18 @@ class _Journal:
             action(self.history)
         except Exception as exc:
             self.warn(exc)
+
+    def result(
+        self, task_id: int, host: str, code: int | None, message: str, *times: float
+    ) -> None:
+        """Write a result (``times``: received_at and duration, when one came)."""
+
+        def record(history: History) -> None:
+            from collectd_monitor.fleet.history import ResultRecord
+
+            history.record_result(ResultRecord(task_id, host, code, message, *times))
+
+        self.write(record)
 
     def close(self) -> None:
         if self.history is not None:
@@ -107,21 +129,19 @@ def recorded(
     host = to if isinstance(to, str) and to else host_of(topic)
     journal = _Journal(getattr(args, "history", None))
     task_id = int(payload["task_id"])
-    record = request_record(payload, host, time.time(), sender_identity())
-    journal.write(lambda h: h.record_request(record))
+    sent_at = time.time()
+    journal.write(
+        lambda h: h.record_request(request_record(payload, host, sent_at, sender_identity()))
+    )
     started = time.monotonic()
     try:
         result = request()
     except (ResultTimeout, TransportError) as exc:
         note = str(exc) if isinstance(exc, ResultTimeout) else f"not sent: {exc}"
-        journal.write(lambda h: h.record_result(ResultRecord(task_id, host, None, note)))
+        journal.result(task_id, host, None, note)
         journal.close()
         raise
     duration = time.monotonic() - started
-    journal.write(
-        lambda h: h.record_result(
-            ResultRecord(task_id, host, result.code, result.message, time.time(), duration)
-        )
-    )
+    journal.result(task_id, host, result.code, result.message, time.time(), duration)
     journal.close()
     return result

@@ -5,6 +5,12 @@ from __future__ import annotations
 DEFAULT_RESULT_TEMPLATE = "collectd-monitor/+/result"
 DEFAULT_STATUS_TEMPLATE = "collectd-monitor/+/status"
 DEFAULT_COMMAND_TEMPLATE = "collectd-monitor/+/command"
+GLOB_CHARS = frozenset("*?[")
+"""A host pattern (``--to``, a rule's hosts) with one of these is a glob, not a name."""
+
+
+def is_glob(pattern: str) -> bool:
+    return any(char in GLOB_CHARS for char in pattern)
 
 
 def unshared(template: str) -> str:
