@@ -23,10 +23,10 @@ from collectd_monitor.fleetrules import notes
 from collectd_monitor.fleetrules.limits import FleetLimits
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import FleetSettings
-from collectd_monitor.rules.condition import SeriesState
+from collectd_monitor.rules.condition import SeriesState, is_missing
 from collectd_monitor.rules.declarative import NotificationRule, ValueRule
 from collectd_monitor.rules.gate import Gate, Verdict
-from collectd_monitor.rules.model import Action, Severity
+from collectd_monitor.rules.model import Action, Notice, Severity
 
 log = logging.getLogger("collectd_monitor.central")
 
@@ -124,6 +124,114 @@ class Decider:
             out.append(notes.suspended(host, name, gate.last_task_id, s))
         elif verdict is Verdict.RUN:
             self._decide(rule.action, name, host, host_rule, gate, now, out, sends, reason)
+
+    def threshold(
+        self,
+        rule: ValueRule,
+        name: str,
+        host: str,
+        host_rule: HostRule,
+        series: tuple[str, ...],
+        severity: int,
+        now: float,
+        where: str,
+    ) -> None:
+        """The threshold plugin's verdict on a compiled rule's series of ``host``: FAILURE
+        opens a fault, OKAY ends it; :meth:`recheck` reports an open fault again."""
+        host_rule.judged_at = now
+        if severity == Severity.OKAY:
+            if series in host_rule.open_faults:
+                host_rule.open_faults.discard(series)
+                self.observe(now, "recovered", name, host, where)
+        elif series not in host_rule.open_faults:
+            host_rule.open_faults.add(series)
+            self.observe(now, "fault", name, host, where)
+
+    def recheck(
+        self,
+        rule: ValueRule,
+        name: str,
+        hosts: dict[str, HostRule],
+        now: float,
+        out: list[Note],
+        sends: list[Repair],
+    ) -> None:
+        """Report the open faults of a compiled rule to their gates again (its Python
+        form does so on every faulty value: a repair is retried after the cooldown)."""
+        for host, host_rule in hosts.items():
+            if host_rule.open_faults and host_rule.judged_at < now:
+                reason = "threshold fault not yet cleared"
+                self.judge(rule, name, host, host_rule, True, now, out, sends, reason)
+
+    def missing(
+        self,
+        rule: ValueRule,
+        name: str,
+        hosts: dict[str, HostRule],
+        now: float,
+        out: list[Note],
+        sends: list[Repair],
+    ) -> None:
+        """Scan every host's series of ``rule`` for missing data."""
+        for host, host_rule in hosts.items():
+            for key, state in host_rule.series.items():
+                if not is_missing(rule, state, now):
+                    continue
+                what = f"no value from {host} {'/'.join(k for k in key if k)} for "
+                what += f"{now - state.last_seen:.3g} s"
+                if not host_rule.silent:
+                    host_rule.silent = True
+                    self.observe(now, "silent", name, host, what)
+                    log.warning("%s: %s is silent: %s", name, host, what)
+                    out.append(notes.silent(host, name, f"host silent: {what}"))
+                self.judge(rule, name, host, host_rule, True, now, out, sends, what)
+                break
+
+    def resume_rule(self, name: str, now: float, out: list[Note]) -> None:
+        """Let rule ``name`` act again once its abort has lasted ``ResumeAfter``."""
+        if self.limits.try_resume(name, now):
+            text = f"rule resumed after {self.limits.settings.resume_after:g} s"
+            log.info("%s: %s", name, text)
+            self.observe(now, "resumed", name, "*", text)
+            out.append(notes.note(notes.FLEET, Severity.OKAY, name, 0, text))
+
+    def resume_hosts(
+        self, name: str, hosts: dict[str, HostRule], now: float, out: list[Note]
+    ) -> None:
+        """Close the per-host circuit breakers of rule ``name`` that may close."""
+        for host, state in hosts.items():
+            if state.gate is None or not state.gate.try_resume(now):
+                continue
+            quiet = state.gate.settings.resume_after
+            self.observe(now, "resumed", name, host, f"no fault for {quiet:g} s")
+            out.append(notes.resumed(host, name, quiet))
+
+    def notification(
+        self,
+        rule: NotificationRule,
+        name: str,
+        host_rule: HostRule,
+        notice: Notice,
+        key: tuple[str, ...],
+        now: float,
+        out: list[Note],
+        sends: list[Repair],
+    ) -> None:
+        """A notification that ``rule`` selects: a fault of its severities, or an OKAY
+        that ends one (with ``Recover``)."""
+        level, host = notice.severity, notice.host
+        where = Severity(level).name if level in (1, 2, 4) else str(level)
+        where += f": {notice.message[:80]}"
+        if level in rule.severities:
+            if rule.recover_on_okay:
+                host_rule.open_faults.add(key)
+            self.observe(now, "fault", name, host, where)
+            self.judge(rule, name, host, host_rule, True, now, out, sends, where)
+        elif level == Severity.OKAY and key in host_rule.open_faults:
+            host_rule.open_faults.discard(key)
+            self.observe(now, "recovered", name, host, where)
+            fault = bool(host_rule.open_faults)
+            self.judge(rule, name, host, host_rule, fault, now, out, sends, where)
 
     def _refusal(self, action: Action, name: str, host: str, now: float) -> tuple[int, str] | None:
         presence = self.presence.get(host)

@@ -40,12 +40,18 @@ from collectd_monitor.fleetrules import notes
 from collectd_monitor.fleetrules.decide import Decider, HostRule, Observer, Pending, Repair
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import CentralSettings
-from collectd_monitor.fleetrules.watch import Identity, Watch, Watched, identity_text, watched
-from collectd_monitor.rules.condition import is_missing, judged_value, step
+from collectd_monitor.fleetrules.watch import (
+    Identity,
+    Watch,
+    Watched,
+    identity_text,
+    watched_items,
+)
+from collectd_monitor.rules.condition import judged_value, step
 from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
 from collectd_monitor.rules.engine import random_task_id
 from collectd_monitor.rules.index import MetricIndex
-from collectd_monitor.rules.model import Metric, Notice, Severity
+from collectd_monitor.rules.model import Metric, Notice
 from collectd_monitor.rules.threshold import Compiled, Plan
 
 __all__ = ["CentralEngine", "Observer", "Repair"]
@@ -135,21 +141,13 @@ class CentralEngine:
         self, key: Identity, dsnames: tuple[str, ...], dstypes: tuple[str, ...], size: int
     ) -> Watch:
         rules = self.index.matching(key)
-        items: list[Watched] = []
+        items: tuple[Watched, ...] = ()
         if rules:
             now = self.clock()
             with self._lock:
-                for rule in rules:
-                    host_rule = self._host_rule(rule, key[0])
-                    for i in range(size):
-                        dsname = dsnames[i] if i < len(dsnames) else str(i)
-                        if rule.data_source is not None and not rule.data_source.matches(dsname):
-                            continue
-                        dstype = dstypes[i] if i < len(dstypes) else "gauge"
-                        items.append(
-                            watched(rule, self.name(rule), host_rule, key, i, dsname, dstype, now)
-                        )
-        found = Watch(key, size, dsnames, dstypes, tuple(items))
+                hosts = [(r, self.name(r), self._host_rule(r, key[0])) for r in rules]
+                items = watched_items(hosts, key, dsnames, dstypes, size, now)
+        found = Watch(key, size, dsnames, dstypes, items)
         if len(self.watches) >= MAX_WATCHED:
             self.watches.clear()
         self.watches[key] = found
@@ -252,7 +250,10 @@ class CentralEngine:
                     continue
                 if rule.message is not None and not rule.message.matches(notice.message):
                     continue
-                self._notification_rule(rule, notice, key, now, out, sends)
+                host_rule = self._host_rule(rule, notice.host)
+                self.decider.notification(
+                    rule, self.name(rule), host_rule, notice, key, now, out, sends
+                )
         self._flush(out, sends)
 
     def _compiled(self, host: str, key: tuple[str, str, str, str]) -> Compiled | None:
@@ -285,45 +286,10 @@ class CentralEngine:
             where += f"={value:g}"
         with self._lock:
             host_rule = self._host_rule(rule, host)
-            host_rule.judged_at = now
-            if notice.severity == Severity.OKAY:
-                if series in host_rule.open_faults:
-                    host_rule.open_faults.discard(series)
-                    self._observe(now, "recovered", name, host, where)
-                fault = bool(host_rule.open_faults)
-            else:
-                if series not in host_rule.open_faults:
-                    host_rule.open_faults.add(series)
-                    self._observe(now, "fault", name, host, where)
-                fault = True
+            self.decider.threshold(rule, name, host, host_rule, series, notice.severity, now, where)
+            fault = bool(host_rule.open_faults)
             self.decider.judge(rule, name, host, host_rule, fault, now, out, sends, where)
         self._flush(out, sends)
-
-    def _notification_rule(
-        self,
-        rule: NotificationRule,
-        notice: Notice,
-        key: tuple[str, ...],
-        now: float,
-        out: list[Note],
-        sends: list[Repair],
-    ) -> None:
-        host_rule = self._host_rule(rule, notice.host)
-        name = self.name(rule)
-        level = notice.severity
-        where = Severity(level).name if level in (1, 2, 4) else str(level)
-        where += f": {notice.message[:80]}"
-        judge = self.decider.judge
-        if level in rule.severities:
-            if rule.recover_on_okay:
-                host_rule.open_faults.add(key)
-            self._observe(now, "fault", name, notice.host, where)
-            judge(rule, name, notice.host, host_rule, True, now, out, sends, where)
-        elif level == Severity.OKAY and key in host_rule.open_faults:
-            host_rule.open_faults.discard(key)
-            self._observe(now, "recovered", name, notice.host, where)
-            fault = bool(host_rule.open_faults)
-            judge(rule, name, notice.host, host_rule, fault, now, out, sends, where)
 
     # -- status and results --------------------------------------------------------------
 
@@ -387,9 +353,11 @@ class CentralEngine:
                     self._next_scan[id(rule)] = now + max(
                         MIN_SCAN, rule.missing * rule.interval / 4
                     )
-                    self._missing(rule, now, out, sends)
+                    hosts = self._state[id(rule)]
+                    self.decider.missing(rule, self.name(rule), hosts, now, out, sends)
             for item in self.plan.compiled:
-                self._recheck(item.rule, now, out, sends)
+                hosts = self._state[id(item.rule)]
+                self.decider.recheck(item.rule, self.name(item.rule), hosts, now, out, sends)
             self._resume(now, out)
         self._flush(out, sends)
         for pending in timed_out:
@@ -397,30 +365,11 @@ class CentralEngine:
             text = f"no result within {timeout:g} s"
             self._record(ResultRecord(repair.task_id, repair.host, None, text, self.wall()))
 
-    def _recheck(self, rule: ValueRule, now: float, out: list[Note], sends: list[Repair]) -> None:
-        """Report the open faults of a compiled rule to their gates again (its Python form
-        does that on every faulty value: a repair is retried once the cooldown is over)."""
-        name = self.name(rule)
-        for host, host_rule in self._state[id(rule)].items():
-            if host_rule.open_faults and host_rule.judged_at < now:
-                reason = "threshold fault not yet cleared"
-                self.decider.judge(rule, name, host, host_rule, True, now, out, sends, reason)
-
     def _resume(self, now: float, out: list[Note]) -> None:
         for name in self._names.values():
-            if self.limits.try_resume(name, now):
-                text = f"rule resumed after {self.settings.fleet.resume_after:g} s"
-                log.info("%s: %s", name, text)
-                self._observe(now, "resumed", name, "*", text)
-                out.append(notes.note(notes.FLEET, Severity.OKAY, name, 0, text))
-        for rule_id, hosts in self._state.items():
-            for host, state in hosts.items():
-                if state.gate is None or not state.gate.try_resume(now):
-                    continue
-                name = self._names[rule_id]
-                quiet = state.gate.settings.resume_after
-                self._observe(now, "resumed", name, host, f"no fault for {quiet:g} s")
-                out.append(notes.resumed(host, name, quiet))
+            self.decider.resume_rule(name, now, out)
+        for rule_id, name in self._names.items():
+            self.decider.resume_hosts(name, self._state[rule_id], now, out)
 
     def _host_rule(self, rule: ValueRule | NotificationRule, host: str) -> HostRule:
         hosts = self._state[id(rule)]
@@ -428,22 +377,6 @@ class CentralEngine:
         if state is None:
             state = hosts[host] = HostRule()
         return state
-
-    def _missing(self, rule: ValueRule, now: float, out: list[Note], sends: list[Repair]) -> None:
-        name = self.name(rule)
-        for host, host_rule in self._state[id(rule)].items():
-            for key, state in host_rule.series.items():
-                if not is_missing(rule, state, now):
-                    continue
-                what = f"no value from {host} {'/'.join(k for k in key if k)} for "
-                what += f"{now - state.last_seen:.3g} s"
-                if not host_rule.silent:
-                    host_rule.silent = True
-                    self._observe(now, "silent", name, host, what)
-                    log.warning("%s: %s is silent: %s", name, host, what)
-                    out.append(notes.silent(host, name, f"host silent: {what}"))
-                self.decider.judge(rule, name, host, host_rule, True, now, out, sends, what)
-                break
 
     # -- output --------------------------------------------------------------------------
 

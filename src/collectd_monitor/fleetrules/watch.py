@@ -15,6 +15,7 @@ is formatted unless the series changes state (:meth:`CentralEngine.on_values
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collectd_monitor.fleetrules.decide import HostRule
@@ -53,6 +54,27 @@ class Watch:
     dsnames: tuple[str, ...]
     dstypes: tuple[str, ...]
     items: tuple[Watched, ...]
+
+
+def watched_items(
+    rules: Sequence[tuple[ValueRule, str, HostRule]],
+    key: Identity,
+    dsnames: Sequence[str],
+    dstypes: Sequence[str],
+    size: int,
+    now: float,
+) -> tuple[Watched, ...]:
+    """An entry per (rule, data source) for ``rules`` (each with its name and its state
+    on the identity's host) over a value list of ``size`` values."""
+    items: list[Watched] = []
+    for rule, name, host_rule in rules:
+        for i in range(size):
+            dsname = dsnames[i] if i < len(dsnames) else str(i)
+            if rule.data_source is not None and not rule.data_source.matches(dsname):
+                continue
+            dstype = dstypes[i] if i < len(dstypes) else "gauge"
+            items.append(watched(rule, name, host_rule, key, i, dsname, dstype, now))
+    return tuple(items)
 
 
 def watched(
