@@ -41,6 +41,7 @@ from collectd_monitor.fleetrules.decide import Decider, HostRule, Observer, Pend
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import CentralSettings
 from collectd_monitor.fleetrules.watch import (
+    CompiledIndex,
     Identity,
     Watch,
     Watched,
@@ -104,7 +105,7 @@ class CentralEngine:
         """rule -> host -> state"""
         self.watches: dict[Identity, Watch] = {}
         """identity -> what judges its values (:meth:`watch`); cleared, never replaced."""
-        self._compiled_for: dict[Identity, Compiled | None] = {}
+        self._compiled = CompiledIndex(self.plan, MAX_WATCHED)
         self._next_scan: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -236,7 +237,7 @@ class CentralEngine:
             return  # our own decisions never feed our own rules
         key = (notice.plugin, notice.plugin_instance, notice.type, notice.type_instance)
         if data_source is not None and self.plan.compiled:
-            item = self._compiled(notice.host, key)
+            item = self._compiled.find((notice.host, *key))
             if item is not None:
                 if data_source == item.data_source:
                     self._threshold(item, notice, key, data_source, value)
@@ -255,16 +256,6 @@ class CentralEngine:
                     rule, self.name(rule), host_rule, notice, key, now, out, sends
                 )
         self._flush(out, sends)
-
-    def _compiled(self, host: str, key: tuple[str, str, str, str]) -> Compiled | None:
-        identity = (host, *key)
-        try:
-            return self._compiled_for[identity]
-        except KeyError:
-            if len(self._compiled_for) >= MAX_WATCHED:
-                self._compiled_for.clear()
-            found = self._compiled_for[identity] = self.plan.find(*identity)
-            return found
 
     def _threshold(
         self,

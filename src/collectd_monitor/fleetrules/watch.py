@@ -1,4 +1,5 @@
-"""What the central engine keeps per value identity, so that a quiet value costs little.
+"""What the central engine keeps per value identity, so that a quiet value costs little
+(and, for rules compiled to the threshold plugin, which rule a notification is about).
 
 A central collectd calls the write callback 5 000 times a second, and almost
 every value is quiet: inside its rule's limits, in a series that is neither in
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from collectd_monitor.fleetrules.decide import HostRule
 from collectd_monitor.rules.condition import SeriesState
 from collectd_monitor.rules.declarative import ValueRule
+from collectd_monitor.rules.threshold import Compiled, Plan
 
 Identity = tuple[str, str, str, str, str]
 """host, plugin, plugin_instance, type, type_instance"""
@@ -54,6 +56,24 @@ class Watch:
     dsnames: tuple[str, ...]
     dstypes: tuple[str, ...]
     items: tuple[Watched, ...]
+
+
+class CompiledIndex:
+    """The compiled rule a threshold notification of an identity belongs to (cached)."""
+
+    def __init__(self, plan: Plan, max_cached: int) -> None:
+        self.plan = plan
+        self._cache: dict[Identity, Compiled | None] = {}
+        self._max_cached = max_cached
+
+    def find(self, key: Identity) -> Compiled | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            if len(self._cache) >= self._max_cached:
+                self._cache.clear()
+            found = self._cache[key] = self.plan.find(*key)
+            return found
 
 
 def watched_items(
