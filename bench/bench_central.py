@@ -138,7 +138,7 @@ def state_bytes_per_host(rules: list[dict[str, Any]], hosts: int, values: int) -
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for metric in metrics:
-        engine.on_metric(metric, engine.index.rules_for(metric))
+        engine.on_metric(metric)
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))

@@ -11,24 +11,28 @@ collectd's mqtt plugin)::
       </Module>
     </Plugin>
 
-Glue only: it registers the write callback when some value rule exists, asks
-the index before converting anything, turns collectd's objects into the
-dataclasses of :mod:`collectd_monitor.rules.model` and dispatches the core's
-notifications (:mod:`collectd_monitor.fleetrules`).
+Glue only. It registers the write callback only when some value rule is
+judged in Python (rules compiled to collectd's threshold plugin, see
+``collectd-monitor collectd-conf --central``, arrive as notifications); per
+value it tests the plugin name, then looks the identity up with collectd's
+raw fields and returns at once when no rule watches it: nothing is converted
+or allocated for a value no rule judges (:mod:`collectd_monitor.fleetrules.watch`).
+It dispatches the core's notifications (:mod:`collectd_monitor.fleetrules`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import collectd
 
 from collectd_monitor.fleetrules.loader import CentralMonitor, start_central
 from collectd_monitor.fleetrules.notes import NOTIFICATION_TYPE, PLUGIN_NAME, Note
+from collectd_monitor.fleetrules.watch import Identity, Watch
 from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
-from collectd_monitor.rules.index import MetricIndex
-from collectd_monitor.rules.model import Metric, Notice
+from collectd_monitor.rules.model import Notice
 
 NAME = PLUGIN_NAME
 TICK = 0.5
@@ -38,7 +42,10 @@ log = logging.getLogger(NAME)
 _options: dict[str, Any] = {}
 _configured = False
 _monitor: CentralMonitor | None = None
-_index = MetricIndex(())
+_plugins: frozenset[str] | None = frozenset()
+"""Plugins a Python value rule can match (None: any plugin)."""
+_watches: dict[Identity, Watch] = {}
+_on_values: Callable[[Watch, float, float, Sequence[float]], None] | None = None
 _datasets: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
@@ -49,7 +56,7 @@ def _config(conf: Any) -> None:
 
 
 def _init() -> None:
-    global _monitor, _index
+    global _monitor, _plugins, _watches, _on_values
     restore_sigchld()
     if not _configured:
         collectd.error(f'{NAME}: no <Module "{NAME}"> block with MonitorConfigPath; plugin idle')
@@ -58,14 +65,16 @@ def _init() -> None:
     if _monitor is None:
         return
     engine = _monitor.engine
-    _index = engine.index
+    _plugins, _watches, _on_values = engine.index.plugins, engine.watches, engine.on_values
     if engine.wants_values:
         collectd.register_write(_write, name=NAME)
         log.info(
-            "watching values: %d rule(s) on %s",
-            len(_index),
-            "all plugins" if _index.plugins is None else f"{len(_index.plugins)} plugin(s)",
+            "watching values in Python: %d rule(s) on %s",
+            len(engine.index),
+            "all plugins" if _plugins is None else f"{len(_plugins)} plugin(s)",
         )
+    elif engine.plan.compiled:
+        log.info("every value rule is judged by the threshold plugin: no write callback")
     else:
         log.info("no value rule: write callback not registered")
     if engine.wants_notifications:
@@ -87,24 +96,15 @@ def _dataset(type_: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def _write(vl: Any) -> None:
     try:
-        rules = _index.rules_for(vl)
-        if not rules:
-            return
-        dsnames, dstypes = _dataset(vl.type)
-        metric = Metric(
-            vl.host,
-            vl.plugin,
-            vl.plugin_instance,
-            vl.type,
-            vl.type_instance,
-            vl.time,
-            vl.interval,
-            tuple(vl.values),
-            dsnames,
-            dstypes,
-        )
-        assert _monitor is not None
-        _monitor.engine.on_metric(metric, rules)
+        if _plugins is not None and vl.plugin not in _plugins:
+            return  # no rule names this plugin: nothing built, nothing looked up
+        key = (vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance)
+        found = _watches.get(key)
+        if found is None:
+            assert _monitor is not None
+            found = _monitor.engine.watch(key, *_dataset(vl.type))
+        if found.items and _on_values is not None:
+            _on_values(found, vl.time, vl.interval, vl.values)
     except Exception:  # an exception makes collectd back off from calling us
         log.exception("write callback failed")
 
@@ -113,6 +113,9 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
+        meta = getattr(n, "meta", None)
+        source = meta.get("DataSource") if isinstance(meta, dict) else None
+        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
         _monitor.engine.on_notification(
             Notice(
                 n.host,
@@ -123,7 +126,9 @@ def _notification(n: Any) -> None:
                 n.time,
                 int(n.severity),
                 n.message,
-            )
+            ),
+            None if source is None else str(source),
+            current if isinstance(current, float) else None,
         )
     except Exception:
         log.exception("notification callback failed")

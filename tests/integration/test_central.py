@@ -25,7 +25,9 @@ import pytest
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.fleet.history import open_history
 from collectd_monitor.fleetrules.notes import PLUGIN_NAME
-from collectd_monitor.testing.sandbox import Broker, Collectd, free_port, wait_for
+from collectd_monitor.rules.declarative import parse_rules
+from collectd_monitor.rules.threshold import compile_rules, read_types_db_ranges
+from collectd_monitor.testing.sandbox import TYPES_DB, Broker, Collectd, free_port, wait_for
 
 from ..conftest import Peer, command_message
 from .test_local import NOTE
@@ -91,7 +93,8 @@ def unixsock(directory: Path) -> str:
 
 
 def host_services(directory: Path) -> dict[str, Any]:
-    touch = {name: f"touch {directory}/{name}.marker" for name in ("app", "hits", "wide", "mq")}
+    names = ("app", "hits", "wide", "mq", "hot")
+    touch = {name: f"touch {directory}/{name}.marker" for name in names}
     return {
         "marker": {"Commands": {**touch, "sync": "true"}},
         "broken": {"Commands": {"fail": "false"}},
@@ -200,7 +203,15 @@ def start_host(base: Path, broker: Broker, prefix: str, name: str, forward: str)
     return node
 
 
-def start_central(base: Path, broker: Broker, prefix: str, receive: str) -> tuple[Node, Path]:
+def start_central(
+    base: Path,
+    broker: Broker,
+    prefix: str,
+    receive: str,
+    rules: dict[str, Any] = RULES,
+    compiled: tuple[str, ...] = (),
+) -> tuple[Node, Path]:
+    """A central collectd; ``compiled`` names the rules its threshold plugin judges."""
     directory = base / "central"
     directory.mkdir(parents=True)
     (directory / "central.secret").write_text(SECRET)
@@ -217,17 +228,24 @@ def start_central(base: Path, broker: Broker, prefix: str, receive: str) -> tupl
         "Fleet": {"MaxHostsPerWindow": 2, "Window": 3600, "AbortFailureRatio": 0.5,
                   "AbortMinRepairs": 2, "ResumeAfter": 3600},
         "Security": {"SigningKey": {"File": "central.secret"}, "KeyId": "central"},
-        "Rules": RULES,
+        "Rules": rules,
     }  # fmt: skip
     path = directory / "central.json"
     path.write_text(json.dumps(config))
     path.chmod(0o600)
+    options = {"MonitorConfigPath": str(path)}
+    threshold = ""
+    if compiled:
+        parsed = parse_rules(rules, None)
+        plan = compile_rules(parsed.values, read_types_db_ranges(TYPES_DB).get, central=True)
+        assert tuple(c.rule.name for c in plan.compiled) == compiled
+        threshold, options["ThresholdRules"] = plan.block, plan.digest
     collectd = Collectd(
         directory,
-        modules={PLUGIN_NAME: {"MonitorConfigPath": str(path)}},
+        modules={PLUGIN_NAME: options},
         hostname="central",
         interval=1.0,
-        extra_conf=unixsock(directory) + receive,
+        extra_conf=unixsock(directory) + receive + threshold,
     )
     node = Node("central", collectd, directory)
     _start(node, "connected to", broker, config["ClientId"], f"{prefix}/+/status")
@@ -431,6 +449,57 @@ def test_values_through_collectds_mqtt_plugin(tmp_path: Path, broker: Broker) ->
         fleet = Fleet(prefix, broker, central, {"mqhost": host}, tmp_path)
         fleet.wait_note("mq", "mqhost", 0)
         assert host.marker("mq").exists()
+    finally:
+        host.collectd.stop()
+        central.collectd.stop()
+
+
+COMPILED = {
+    "Defaults": {"Cooldown": 3600},
+    "Values": [
+        {"Name": "hot", "Host": "solo", "Plugin": "hot", "Type": "gauge", "Above": 5,
+         "Action": {"Service": "marker", "Command": "hot"}},
+        {"Name": "any-host", "Plugin": "cold", "Type": "gauge", "Below": -100,
+         "Action": {"Service": "marker", "Command": "app"}},
+    ],
+}  # fmt: skip
+
+
+def test_a_compiled_rule_fires_in_the_threshold_plugin_and_repairs_its_host(
+    tmp_path: Path, broker: Broker
+) -> None:
+    prefix = f"central-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    receive = f'LoadPlugin network\n<Plugin network>\n  Listen "127.0.0.1" "{port}"\n</Plugin>\n'
+    central, _ = start_central(
+        tmp_path, broker, prefix, receive, COMPILED, compiled=("hot", "any-host")
+    )
+    forward = (
+        "<LoadPlugin network>\n  FlushInterval 1\n</LoadPlugin>\n"
+        f'<Plugin network>\n  Server "127.0.0.1" "{port}"\n</Plugin>\n'
+    )
+    host = start_host(tmp_path, broker, prefix, "solo", forward)
+    try:
+        log = central.log()
+        assert "value rule hot: judged by collectd's threshold plugin" in log
+        assert "every value rule is judged by the threshold plugin: no write callback" in log
+        fleet = Fleet(prefix, broker, central, {"solo": host}, tmp_path)
+        central.putval("hot/gauge", 9, host="other")  # Host "solo" only: not this one
+        host.putval("hot/gauge", 1)
+        host.putval("hot/gauge", 9)
+        host.command("FLUSH plugin=network\n")
+        sent = fleet.wait_note("hot", "solo", ResultCode.CENTRAL_SENT)[0]
+        fleet.wait_note("hot", "solo", 0)
+        assert host.marker("hot").exists()
+        assert sent["type_instance"] == "central.json::metric::hot"
+        assert "solo/hot/gauge value=9" in sent["json"]["message"]
+        # the verdict was the threshold plugin's: its own FAILURE notification for solo
+        threshold = [
+            n for n in NOTE.finditer(central.log())
+            if n["plugin"] == "hot" and n["host"] == "solo" and n["severity"] == "FAILURE"
+        ]  # fmt: skip
+        assert threshold, central.log()[-3000:]
+        assert fleet.notes("hot", "other") == []
     finally:
         host.collectd.stop()
         central.collectd.stop()

@@ -53,7 +53,7 @@ class Harness:
             host, plugin, "", "load", "", self.now[0], 10.0, (load, 0.0, 0.0),
             ("shortterm", "midterm", "longterm"), ("gauge", "gauge", "gauge"),
         )  # fmt: skip
-        self.engine.on_metric(metric, self.engine.index.rules_for(metric))
+        self.engine.on_metric(metric)
 
     def answer(self, repair: Repair, code: int = 0) -> None:
         self.engine.on_result(repair.host, repair.task_id, code, "done")

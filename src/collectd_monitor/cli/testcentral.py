@@ -111,7 +111,7 @@ def run(
                 now[0] = record.time
                 engine.tick()
                 if isinstance(record, Metric):
-                    engine.on_metric(record, engine.index.rules_for(record))
+                    engine.on_metric(record)
                 elif isinstance(record, Notice):
                     engine.on_notification(record)
             if due:  # the answers still outstanding at the end of the series

@@ -15,13 +15,13 @@ given up after ``ResultTimeout``. Every decision and result is handed to
 ``emit`` as a :class:`~collectd_monitor.fleetrules.notes.Note` and, when a
 history is configured, to ``record``.
 
-Detection in C: notification rules judge collectd notifications per host, so
-collectd's ``threshold`` plugin (which takes per-``<Host>`` blocks and sets the
-notification's host to the value's) can do the detection and a notification
-rule only the repair. Rules compiled to ``<Plugin threshold>`` blocks can
-therefore feed this engine through :meth:`CentralEngine.on_notification`
-without changing it: give each compiled rule a notification rule with the
-same name and action.
+Detection in C: value rules that :mod:`collectd_monitor.rules.threshold`
+compiles (a ``Host`` given exactly or left out) are judged by collectd's
+``threshold`` plugin on the central collectd, which puts the value's host in
+its notifications; their FAILURE and OKAY notifications come in through
+:meth:`CentralEngine.on_notification` (``data_source`` set) and reach the same
+per-(rule, host) gates and decisions (:mod:`.decide`). Only the other value
+rules are judged here, value by value (:mod:`.watch` keeps that cheap).
 
 Nothing here blocks or sleeps; the clock is a parameter.
 """
@@ -32,66 +32,37 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.fleet.history import RequestRecord, ResultRecord
 from collectd_monitor.fleetrules import notes
-from collectd_monitor.fleetrules.limits import FleetLimits
+from collectd_monitor.fleetrules.decide import Decider, HostRule, Observer, Pending, Repair
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import CentralSettings
-from collectd_monitor.rules.condition import SeriesState, is_missing, judged_value, step
+from collectd_monitor.fleetrules.watch import (
+    CompiledIndex,
+    Identity,
+    Watch,
+    Watched,
+    identity_text,
+    watched_items,
+)
+from collectd_monitor.rules.condition import judged_value, step
 from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
 from collectd_monitor.rules.engine import random_task_id
-from collectd_monitor.rules.gate import Gate, Verdict
 from collectd_monitor.rules.index import MetricIndex
-from collectd_monitor.rules.model import Action, Metric, Notice, Severity
+from collectd_monitor.rules.model import Metric, Notice
+from collectd_monitor.rules.threshold import Compiled, Plan
+
+__all__ = ["CentralEngine", "Observer", "Repair"]
 
 log = logging.getLogger("collectd_monitor.central")
 
 MIN_SCAN = 0.5
 """Seconds between two scans of a rule's series for missing data, at least."""
-
-Observer = Callable[[float, str, str, str, str], None]
-"""(time, event, rule name, host, text): what ``test-rules --central`` prints."""
-
-
-@dataclass(frozen=True, slots=True)
-class Repair:
-    """A command to send to ``host``."""
-
-    rule: str
-    host: str
-    action: Action
-    task_id: int
-    reason: str
-
-
-@dataclass(slots=True)
-class _HostRule:
-    """One rule on one host."""
-
-    series: dict[tuple[str, ...], SeriesState] = field(default_factory=dict)
-    open_faults: set[tuple[str, ...]] = field(default_factory=set)
-    gate: Gate | None = None
-    """Made on the first fault: most (rule, host) pairs never need one."""
-    refused: int | None = None
-    """Code of the last refusal reported in this fault; each refusal is reported once."""
-    silent: bool = False
-
-
-@dataclass(slots=True)
-class _Pending:
-    repair: Repair
-    sent_at: float
-    gate: Gate
-
-
-@dataclass(slots=True)
-class _Presence:
-    online: bool
-    services: dict[str, list[str]] | None
+MAX_WATCHED = 200_000
+"""Identities remembered at most (a fleet with churning series: start over, stay bounded)."""
 
 
 class CentralEngine:
@@ -108,6 +79,7 @@ class CentralEngine:
         new_task_id: Callable[[], int] = random_task_id,
         observe: Observer | None = None,
         source: str | None = None,
+        plan: Plan | None = None,
     ) -> None:
         self.rules = rules
         self.settings = settings
@@ -116,19 +88,24 @@ class CentralEngine:
         self.record = record
         self.clock = clock
         self.wall = wall
-        self.new_task_id = new_task_id
         self.observe = observe
-        self.index = MetricIndex(rules.values)
-        self.limits = FleetLimits(settings.fleet)
+        self.plan = plan or Plan()
+        compiled = {id(item.rule) for item in self.plan.compiled}
+        self.python_rules = tuple(r for r in rules.values if id(r) not in compiled)
+        """The value rules judged here, value by value; the rest are the threshold plugin's."""
+        self.index = MetricIndex(self.python_rules)
+        self.decider = Decider(settings.fleet, new_task_id, self._observe)
+        self.limits = self.decider.limits
         prefix = os.path.basename(source) if source else "config.json"
         self._names: dict[int, str] = {id(r): f"{prefix}::metric::{r.name}" for r in rules.values}
         self._names.update(
             {id(r): f"{prefix}::notification::{r.name}" for r in rules.notifications}
         )
-        self._state: dict[int, dict[str, _HostRule]] = {id(r): {} for r in self._rules()}
+        self._state: dict[int, dict[str, HostRule]] = {id(r): {} for r in self._rules()}
         """rule -> host -> state"""
-        self._presence: dict[str, _Presence] = {}
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        self.watches: dict[Identity, Watch] = {}
+        """identity -> what judges its values (:meth:`watch`); cleared, never replaced."""
+        self._compiled = CompiledIndex(self.plan, MAX_WATCHED)
         self._next_scan: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -137,11 +114,11 @@ class CentralEngine:
 
     @property
     def wants_values(self) -> bool:
-        return bool(self.rules.values)
+        return bool(self.python_rules)
 
     @property
     def wants_notifications(self) -> bool:
-        return bool(self.rules.notifications)
+        return bool(self.rules.notifications or self.plan.compiled)
 
     def name(self, rule: ValueRule | NotificationRule) -> str:
         return self._names[id(rule)]
@@ -152,63 +129,183 @@ class CentralEngine:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self.decider.pending)
 
-    # -- input ---------------------------------------------------------------------------
+    # -- values ------------------------------------------------------------------------
 
-    def on_metric(self, metric: Metric, rules: Iterable[ValueRule]) -> None:
+    def watch(self, key: Identity, dsnames: Sequence[str], dstypes: Sequence[str]) -> Watch:
+        """What judges values of ``key`` (remembered in :attr:`watches`); the caller
+        passes the type's data source names and types."""
+        return self._watch(key, tuple(dsnames), tuple(dstypes), len(dsnames))
+
+    def _watch(
+        self, key: Identity, dsnames: tuple[str, ...], dstypes: tuple[str, ...], size: int
+    ) -> Watch:
+        rules = self.index.matching(key)
+        items: tuple[Watched, ...] = ()
+        if rules:
+            now = self.clock()
+            with self._lock:
+                hosts = [(r, self.name(r), self._host_rule(r, key[0])) for r in rules]
+                items = watched_items(hosts, key, dsnames, dstypes, size, now)
+        found = Watch(key, size, dsnames, dstypes, items)
+        if len(self.watches) >= MAX_WATCHED:
+            self.watches.clear()
+        self.watches[key] = found
+        return found
+
+    def on_metric(self, metric: Metric) -> None:
+        """A value list as a dataclass (``test-rules``, tests); the plugin calls
+        :meth:`on_values` with collectd's fields instead."""
+        m = metric
+        key = (m.host, m.plugin, m.plugin_instance, m.type, m.type_instance)
+        found = self.watches.get(key) or self.watch(key, metric.dsnames, metric.dstypes)
+        if found.items:
+            self.on_values(found, metric.time, metric.interval, metric.values)
+
+    def on_values(
+        self, found: Watch, time_: float, interval: float, values: Sequence[float]
+    ) -> None:
+        """Judge one value list of ``found.key``. A quiet value (inside the limits, in a
+        series neither faulty nor missing) updates its series state and nothing else."""
+        if len(values) != found.size:
+            found = self._watch(found.key, found.dsnames, found.dstypes, len(values))
         now = self.clock()
-        out: list[Note] = []
+        out: list[Note] | None = None
         sends: list[Repair] = []
         with self._lock:
-            for rule in rules:
-                self._value_rule(rule, metric, now, out, sends)
-        self._flush(out, sends)
+            for item in found.items:
+                state = item.state
+                if item.host_rule.silent:
+                    item.host_rule.silent = False
+                    self._observe(now, "values", item.name, found.key[0], "values again")
+                state.last_seen = now
+                state.interval = interval or item.rule.interval
+                raw = values[item.index]
+                if item.dstype == "gauge":
+                    if raw != raw:  # NaN: nothing to judge
+                        state.missing = False
+                        continue
+                    value = raw
+                else:
+                    judged = judged_value(state, float(raw), item.dstype, time_, state.interval)
+                    if judged is None:
+                        state.missing = False
+                        continue
+                    value = judged
+                if item.below <= value <= item.above and not (state.faulty or state.missing):
+                    state.hits = 0  # the common case: nothing to say, nothing to format
+                    item.host_rule.refused = None
+                    continue
+                if out is None:
+                    out = []
+                self._series_value(found.key, item, value, now, out, sends)
+        if out is not None:
+            self._flush(out, sends)
 
-    def on_notification(self, notice: Notice) -> None:
+    def _series_value(
+        self,
+        key: Identity,
+        item: Watched,
+        value: float,
+        now: float,
+        out: list[Note],
+        sends: list[Repair],
+    ) -> None:
+        state, host_rule, name = item.state, item.host_rule, item.name
+        was = state.faulty or state.missing
+        fault = step(item.rule, state, value)
+        if not fault and not was:
+            host_rule.refused = None
+            return
+        where = f"{identity_text(key)} {item.dsname}={value:g}"
+        if fault and not was:
+            self._observe(now, "fault", name, key[0], where)
+        elif was and not fault:
+            self._observe(now, "recovered", name, key[0], where)
+        self.decider.judge(item.rule, name, key[0], host_rule, fault, now, out, sends, where)
+
+    # -- notifications -------------------------------------------------------------------
+
+    def on_notification(
+        self, notice: Notice, data_source: str | None = None, value: float | None = None
+    ) -> None:
+        """A notification; ``data_source`` is the ``DataSource`` meta data the threshold
+        plugin attaches: such a notification of a compiled rule's series is that rule's
+        verdict on the notification's host and reaches no notification rule."""
         if notice.plugin == notes.PLUGIN_NAME:
             return  # our own decisions never feed our own rules
+        key = (notice.plugin, notice.plugin_instance, notice.type, notice.type_instance)
+        if data_source is not None and self.plan.compiled:
+            item = self._compiled.find((notice.host, *key))
+            if item is not None:
+                if data_source == item.data_source:
+                    self._threshold(item, notice, key, data_source, value)
+                return
         now = self.clock()
         out: list[Note] = []
         sends: list[Repair] = []
-        key = (notice.plugin, notice.plugin_instance, notice.type, notice.type_instance)
         with self._lock:
             for rule in self.rules.notifications:
                 if not rule.selector.matches(notice.host, *key):
                     continue
                 if rule.message is not None and not rule.message.matches(notice.message):
                     continue
-                self._notification_rule(rule, notice, key, now, out, sends)
+                host_rule = self._host_rule(rule, notice.host)
+                self.decider.notification(
+                    rule, self.name(rule), host_rule, notice, key, now, out, sends
+                )
         self._flush(out, sends)
+
+    def _threshold(
+        self,
+        item: Compiled,
+        notice: Notice,
+        key: tuple[str, str, str, str],
+        data_source: str,
+        value: float | None,
+    ) -> None:
+        """The threshold plugin's verdict on a compiled rule's series of ``notice.host``:
+        FAILURE starts a fault, OKAY ends it; :meth:`tick` reports an open fault again."""
+        now = self.clock()
+        out: list[Note] = []
+        sends: list[Repair] = []
+        rule, host, series = item.rule, notice.host, (*key, data_source)
+        name = self.name(rule)
+        where = f"{identity_text((host, *key))} {data_source}"
+        if value is not None:
+            where += f"={value:g}"
+        with self._lock:
+            host_rule = self._host_rule(rule, host)
+            self.decider.threshold(rule, name, host, host_rule, series, notice.severity, now, where)
+            fault = bool(host_rule.open_faults)
+            self.decider.judge(rule, name, host, host_rule, fault, now, out, sends, where)
+        self._flush(out, sends)
+
+    # -- status and results --------------------------------------------------------------
 
     def on_status(
         self, host: str, online: bool, services: dict[str, list[str]] | None, reason: str = ""
     ) -> None:
         """A host's status message (presence): online with its services, or offline."""
-        out: list[Note] = []
         now = self.clock()
         with self._lock:
-            before = self._presence.get(host)
-            self._presence[host] = _Presence(online, services if online else None)
-            if before is not None and before.online == online:
-                return
-            if online and before is None:
-                return  # the normal case at start-up: not worth 1 000 notifications
-            what = "online again" if online else f"offline ({reason or 'status offline'})"
-            self._observe(now, "online" if online else "offline", notes.PRESENCE, host, what)
-            (log.info if online else log.warning)("%s: %s", host, what)
-            out.append(notes.presence(host, online, f"host {what}"))
-        self._flush(out, [])
+            what = self.decider.status(host, online, services, reason)
+        if what is None:
+            return
+        self._observe(now, "online" if online else "offline", notes.PRESENCE, host, what)
+        (log.info if online else log.warning)("%s: %s", host, what)
+        self._flush([notes.presence(host, online, f"host {what}")], [])
 
     def on_result(self, host: str, task_id: int, code: int, message: str) -> None:
         """A result on ``host``'s result topic; results of other senders are ignored."""
         now = self.clock()
         out: list[Note] = []
         with self._lock:
-            pending = self._pending.pop((host, task_id), None)
+            pending = self.decider.pending.pop((host, task_id), None)
             if pending is None:
                 return
-            self._finished(pending, code, message, now, out)
+            self.decider.finished(pending, code, message, now, out)
         self._flush(out, [])
         self._record(ResultRecord(task_id, host, code, message, self.wall(), None))
 
@@ -217,245 +314,60 @@ class CentralEngine:
         now = self.clock()
         out: list[Note] = []
         with self._lock:
-            pending = self._pending.pop((repair.host, repair.task_id), None)
+            pending = self.decider.pending.pop((repair.host, repair.task_id), None)
             if pending is None:
                 return
-            self._finished(pending, ResultCode.CENTRAL_SEND_FAILED, text, now, out)
+            self.decider.finished(pending, ResultCode.CENTRAL_SEND_FAILED, text, now, out)
         self._flush(out, [])
 
+    # -- periodic ------------------------------------------------------------------------
+
     def tick(self) -> None:
-        """Missing data, result timeouts, breakers and aborts that may lift."""
+        """Missing data, open threshold faults, result timeouts, breakers and aborts."""
         now = self.clock()
         out: list[Note] = []
         sends: list[Repair] = []
-        timed_out: list[_Pending] = []
+        timed_out: list[Pending] = []
+        timeout = self.settings.result_timeout
         with self._lock:
-            for key, pending in list(self._pending.items()):
-                if now - pending.sent_at >= self.settings.result_timeout:
-                    del self._pending[key]
+            pending_items = self.decider.pending
+            for key, pending in list(pending_items.items()):
+                if now - pending.sent_at >= timeout:
+                    del pending_items[key]
                     timed_out.append(pending)
-                    text = f"no result within {self.settings.result_timeout:g} s"
-                    self._finished(pending, ResultCode.CENTRAL_NO_RESULT, text, now, out)
-            for rule in self.rules.values:
+                    text = f"no result within {timeout:g} s"
+                    self.decider.finished(pending, ResultCode.CENTRAL_NO_RESULT, text, now, out)
+            for rule in self.python_rules:
                 if rule.missing is not None and now >= self._next_scan.get(id(rule), now):
                     # a scan looks at every host's series: a quarter of the silence a
                     # rule waits for is soon enough, and keeps the scan off the hot path
                     self._next_scan[id(rule)] = now + max(
                         MIN_SCAN, rule.missing * rule.interval / 4
                     )
-                    self._missing(rule, now, out, sends)
-            for name in self._names.values():
-                if self.limits.try_resume(name, now):
-                    text = f"rule resumed after {self.settings.fleet.resume_after:g} s"
-                    log.info("%s: %s", name, text)
-                    self._observe(now, "resumed", name, "*", text)
-                    out.append(notes.note(notes.FLEET, Severity.OKAY, name, 0, text))
-            for rule_id, hosts in self._state.items():
-                for host, state in hosts.items():
-                    if state.gate is None or not state.gate.try_resume(now):
-                        continue
-                    name = self._names[rule_id]
-                    quiet = state.gate.settings.resume_after
-                    self._observe(now, "resumed", name, host, f"no fault for {quiet:g} s")
-                    out.append(notes.resumed(host, name, quiet))
+                    hosts = self._state[id(rule)]
+                    self.decider.missing(rule, self.name(rule), hosts, now, out, sends)
+            for item in self.plan.compiled:
+                hosts = self._state[id(item.rule)]
+                self.decider.recheck(item.rule, self.name(item.rule), hosts, now, out, sends)
+            self._resume(now, out)
         self._flush(out, sends)
         for pending in timed_out:
             repair = pending.repair
-            text = f"no result within {self.settings.result_timeout:g} s"
+            text = f"no result within {timeout:g} s"
             self._record(ResultRecord(repair.task_id, repair.host, None, text, self.wall()))
 
-    # -- rules -------------------------------------------------------------------------
+    def _resume(self, now: float, out: list[Note]) -> None:
+        for name in self._names.values():
+            self.decider.resume_rule(name, now, out)
+        for rule_id, name in self._names.items():
+            self.decider.resume_hosts(name, self._state[rule_id], now, out)
 
-    def _host_rule(self, rule: ValueRule | NotificationRule, host: str) -> _HostRule:
+    def _host_rule(self, rule: ValueRule | NotificationRule, host: str) -> HostRule:
         hosts = self._state[id(rule)]
         state = hosts.get(host)
         if state is None:
-            state = hosts[host] = _HostRule()
+            state = hosts[host] = HostRule()
         return state
-
-    def _value_rule(
-        self, rule: ValueRule, metric: Metric, now: float, out: list[Note], sends: list[Repair]
-    ) -> None:
-        host_rule = self._host_rule(rule, metric.host)
-        name = self.name(rule)
-        if host_rule.silent:
-            host_rule.silent = False
-            self._observe(now, "values", name, metric.host, "values again")
-        interval = metric.interval or rule.interval
-        for i, raw in enumerate(metric.values):
-            dsname = metric.dsnames[i] if i < len(metric.dsnames) else str(i)
-            if rule.data_source is not None and not rule.data_source.matches(dsname):
-                continue
-            key = (metric.plugin, metric.plugin_instance, metric.type, metric.type_instance, dsname)
-            state = host_rule.series.get(key)
-            if state is None:
-                state = host_rule.series[key] = SeriesState(last_seen=now, interval=interval)
-            state.last_seen, state.interval = now, interval
-            was = state.faulty or state.missing
-            dstype = metric.dstypes[i] if i < len(metric.dstypes) else "gauge"
-            value = judged_value(state, float(raw), dstype, metric.time, interval)
-            if value is None:
-                state.missing = False
-                continue
-            fault = step(rule, state, value)
-            if not fault and not was:  # the common case: nothing to say, nothing to format
-                host_rule.refused = None
-                continue
-            where = f"{metric.identity} {dsname}={value:g}"
-            if fault and not was:
-                self._observe(now, "fault", name, metric.host, where)
-            elif was and not fault:
-                self._observe(now, "recovered", name, metric.host, where)
-            self._judge(rule, name, metric.host, host_rule, fault, now, out, sends, where)
-
-    def _missing(self, rule: ValueRule, now: float, out: list[Note], sends: list[Repair]) -> None:
-        name = self.name(rule)
-        for host, host_rule in self._state[id(rule)].items():
-            for key, state in host_rule.series.items():
-                if not is_missing(rule, state, now):
-                    continue
-                what = f"no value from {host} {'/'.join(k for k in key if k)} for "
-                what += f"{now - state.last_seen:.3g} s"
-                if not host_rule.silent:
-                    host_rule.silent = True
-                    self._observe(now, "silent", name, host, what)
-                    log.warning("%s: %s is silent: %s", name, host, what)
-                    out.append(notes.silent(host, name, f"host silent: {what}"))
-                self._judge(rule, name, host, host_rule, True, now, out, sends, what)
-                break
-
-    def _notification_rule(
-        self,
-        rule: NotificationRule,
-        notice: Notice,
-        key: tuple[str, ...],
-        now: float,
-        out: list[Note],
-        sends: list[Repair],
-    ) -> None:
-        host_rule = self._host_rule(rule, notice.host)
-        name = self.name(rule)
-        level = notice.severity
-        where = Severity(level).name if level in (1, 2, 4) else str(level)
-        where += f": {notice.message[:80]}"
-        if level in rule.severities:
-            if rule.recover_on_okay:
-                host_rule.open_faults.add(key)
-            self._observe(now, "fault", name, notice.host, where)
-            self._judge(rule, name, notice.host, host_rule, True, now, out, sends, where)
-        elif level == Severity.OKAY and key in host_rule.open_faults:
-            host_rule.open_faults.discard(key)
-            self._observe(now, "recovered", name, notice.host, where)
-            fault = bool(host_rule.open_faults)
-            self._judge(rule, name, notice.host, host_rule, fault, now, out, sends, where)
-
-    # -- decisions ---------------------------------------------------------------------
-
-    def _judge(
-        self,
-        rule: ValueRule | NotificationRule,
-        name: str,
-        host: str,
-        host_rule: _HostRule,
-        fault: bool,
-        now: float,
-        out: list[Note],
-        sends: list[Repair],
-        reason: str,
-    ) -> None:
-        if not fault:
-            host_rule.refused = None
-            return
-        gate = host_rule.gate
-        if gate is None:
-            gate = host_rule.gate = Gate(rule.gate)
-        verdict = gate.report(now, True)
-        if verdict is Verdict.TRIPPED:
-            s = gate.settings
-            self._observe(now, "suspended", name, host, f"{s.max_runs} runs in {s.window:g} s")
-            out.append(notes.suspended(host, name, gate.last_task_id, s))
-        elif verdict is Verdict.RUN:
-            self._decide(rule, name, host, host_rule, gate, now, out, sends, reason)
-
-    def _decide(
-        self,
-        rule: ValueRule | NotificationRule,
-        name: str,
-        host: str,
-        host_rule: _HostRule,
-        gate: Gate,
-        now: float,
-        out: list[Note],
-        sends: list[Repair],
-        reason: str,
-    ) -> None:
-        action = rule.action
-        presence = self._presence.get(host)
-        refusal: tuple[int, str] | None = None
-        if presence is not None and not presence.online:
-            refusal = (ResultCode.CENTRAL_HOST_OFFLINE, f"not sent: {host} is offline")
-        elif (
-            presence is not None
-            and presence.services is not None
-            and action.command not in presence.services.get(action.service, ())
-        ):
-            text = f"not sent: {host} does not offer {action.label}"
-            refusal = (ResultCode.CENTRAL_NOT_OFFERED, text)
-        if refusal is None:
-            blocked = self.limits.blocked(name, host, now)
-            if blocked is not None:
-                refusal = (blocked.code, blocked.reason)
-        if refusal is not None:
-            code, text = refusal
-            if host_rule.refused != code:
-                host_rule.refused = code
-                self._observe(
-                    now,
-                    "held" if code == ResultCode.CENTRAL_HELD else "refused",
-                    name,
-                    host,
-                    f"{action.label}: {text} ({reason})",
-                )
-                log.warning("%s: %s: %s (%s)", name, host, text, reason)
-                out.append(notes.refused(host, name, code, f"{action.label} {text}"))
-            return
-        host_rule.refused = None
-        task_id = self.new_task_id()
-        repair = Repair(name, host, action, task_id, reason)
-        gate.started(now, task_id)
-        self.limits.started(name, host, now)
-        self._pending[(host, task_id)] = _Pending(repair, now, gate)
-        self._observe(now, "send", name, host, f"task {task_id}: {action.label} ({reason})")
-        log.info("%s: task %d: sending %s to %s (%s)", name, task_id, action.label, host, reason)
-        out.append(notes.sent(host, name, task_id, action.label, reason))
-        sends.append(repair)
-
-    def _finished(
-        self, pending: _Pending, code: int, message: str, now: float, out: list[Note]
-    ) -> None:
-        repair = pending.repair
-        pending.gate.finished(now)
-        tripped = self.limits.finished(repair.rule, code != 0, now)
-        text = f"task {repair.task_id}: code {code}: {message[:100]}"
-        self._observe(now, "result", repair.rule, repair.host, text)
-        level = logging.INFO if code == 0 else logging.WARNING
-        log.log(
-            level,
-            "%s: %s: task %d ended with code %d",
-            repair.rule,
-            repair.host,
-            repair.task_id,
-            code,
-        )
-        out.append(notes.result(repair.host, repair.rule, repair.task_id, code, message))
-        if tripped is not None:
-            log.error("%s: %s", repair.rule, tripped)
-            self._observe(now, "aborted", repair.rule, "*", tripped)
-            out.append(
-                notes.note(
-                    notes.FLEET, Severity.FAILURE, repair.rule, ResultCode.CENTRAL_ABORTED, tripped
-                )
-            )
 
     # -- output --------------------------------------------------------------------------
 

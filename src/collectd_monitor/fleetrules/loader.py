@@ -1,7 +1,12 @@
 """Start-up of central detection from the plugin's options, shared by the plugin and tests.
 
 A config that cannot be loaded keeps the plugin idle (one log line naming the
-file and key); a bad rule is logged and left out, the others run.
+file and key); a bad rule is logged and left out, the others run. The
+``ThresholdRules`` key of the ``<Module>`` block names the threshold block that
+``collectd-monitor collectd-conf --central`` printed for these rules: when it
+matches, those rules are left to collectd's threshold plugin (each rule's line
+in the log says where it is judged); when it is absent or stale, every value
+rule is judged in Python.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collectd_monitor.fleetrules.link import CentralLink
 from collectd_monitor.fleetrules.notes import PLUGIN_NAME, Note
 from collectd_monitor.fleetrules.settings import CentralConfig, load_central_config
 from collectd_monitor.rules.declarative import RuleSet, parse_rules
+from collectd_monitor.rules.loader import THRESHOLD_KEY, collectd_datasets, threshold_plan
 from collectd_monitor.security_config import check_permissions
 
 log = logging.getLogger(PLUGIN_NAME)
@@ -74,7 +80,10 @@ def start_central(
     collectd: Any = None,
     offline: bool = False,
 ) -> CentralMonitor | None:
-    config = load_for_central(options, collectd=collectd)
+    ours = {k: v for k, v in options.items() if k.lower() == THRESHOLD_KEY.lower()}
+    config = load_for_central(
+        {k: v for k, v in options.items() if k not in ours}, collectd=collectd
+    )
     if config is None:
         return None
     rules, errors = central_rules(config)
@@ -99,6 +108,8 @@ def start_central(
         config.monitor.local_monitor_config_dir
     ):
         log.warning("rule files (LocalMonitorConfigDir) are not run by the central plugin")
+    expected = next((str(v) for v in ours.values()), None)
+    plan = threshold_plan(rules, collectd_datasets(collectd), expected, central=True, logger=log)
     link = CentralLink(config.monitor, settings)
     engine = CentralEngine(
         rules,
@@ -107,6 +118,7 @@ def start_central(
         emit=emit,
         record=link.record if settings.history else None,
         source=config.monitor.source,
+        plan=plan,
     )
     link.attach(engine)
     link.start()

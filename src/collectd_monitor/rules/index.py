@@ -54,9 +54,14 @@ class MetricIndex:
             found = self._resolve(key)
         return found
 
-    def _resolve(self, key: Identity) -> tuple[ValueRule, ...]:
+    def matching(self, key: Identity) -> tuple[ValueRule, ...]:
+        """The rules for ``key`` (host, plugin, plugin_instance, type, type_instance),
+        worked out afresh (for a caller that keeps its own cache)."""
         candidates = self._by_plugin.get(key[1], NOTHING) + self._wild
-        found = tuple(rule for rule in candidates if rule.selector.matches(*key))
+        return tuple(rule for rule in candidates if rule.selector.matches(*key))
+
+    def _resolve(self, key: Identity) -> tuple[ValueRule, ...]:
+        found = self.matching(key)
         if len(self._cache) >= self._max_cached:
             self._cache.clear()  # a host with churning series: start over, stay bounded
         self._cache[key] = found

@@ -55,34 +55,42 @@ class LocalMonitor:
         self.lease.release()
 
 
-def threshold_plan(rules: RuleSet, datasets: Datasets, expected: str | None) -> Plan:
+def threshold_plan(
+    rules: RuleSet,
+    datasets: Datasets,
+    expected: str | None,
+    *,
+    central: bool = False,
+    logger: logging.Logger = log,
+) -> Plan:
     """The value rules collectd's threshold plugin judges here: none unless the
     operator pasted the threshold block made for exactly these rules (``expected``,
     the ``ThresholdRules`` digest). A mismatch keeps every rule in Python: a stale
-    block must never silence a rule."""
-    plan = compile_rules(rules.values, datasets)
+    block must never silence a rule. ``central``: the central plugin's rules."""
+    plan = compile_rules(rules.values, datasets, central=central)
+    command = f"collectd-monitor collectd-conf --{'central' if central else 'local'}"
     if not expected:
         if plan.compiled:
-            log.info(
-                "%d value rule(s) could be judged in C by collectd's threshold plugin: "
-                "see collectd-monitor collectd-conf --local",
+            logger.info(
+                "%d value rule(s) could be judged in C by collectd's threshold plugin: see %s",
                 len(plan.compiled),
+                command,
             )
         return Plan()
     if expected != plan.digest:
-        log.error(
+        logger.error(
             "%s %r does not name the threshold block of these rules (%r): every value "
-            "rule is judged in Python; print both blocks again with "
-            "collectd-monitor collectd-conf --local",
+            "rule is judged in Python; print both blocks again with %s",
             THRESHOLD_KEY,
             expected,
             plan.digest,
+            command,
         )
         return Plan()
     for item in plan.compiled:
-        log.info("value rule %s: judged by collectd's threshold plugin", item.rule.name)
+        logger.info("value rule %s: judged by collectd's threshold plugin", item.rule.name)
     for kept in plan.kept:
-        log.info("value rule %s: judged in Python: %s", kept.rule.name, kept.reason)
+        logger.info("value rule %s: judged in Python: %s", kept.rule.name, kept.reason)
     return plan
 
 

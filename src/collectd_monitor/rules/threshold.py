@@ -111,10 +111,12 @@ class Kept:
 class Plan:
     compiled: tuple[Compiled, ...] = ()
     kept: tuple[Kept, ...] = ()
+    central: bool = False
+    """Made for the central plugin (its block's comment names ``--central``)."""
 
     @property
     def block(self) -> str:
-        return threshold_block(self.compiled)
+        return threshold_block(self.compiled, central=self.central)
 
     @property
     def digest(self) -> str:
@@ -243,8 +245,12 @@ def _overlap(a: Selector, b: Selector) -> bool:
     return True
 
 
-def compile_rules(rules: Iterable[ValueRule], datasets: Datasets) -> Plan:
-    """Split ``rules`` into those the threshold plugin judges exactly and the rest."""
+def compile_rules(rules: Iterable[ValueRule], datasets: Datasets, *, central: bool = False) -> Plan:
+    """Split ``rules`` into those the threshold plugin judges exactly and the rest.
+
+    ``central``: for the central plugin, whose rules judge every host's values; a
+    ``Host`` given exactly becomes a ``<Host>`` block, one left out matches any host,
+    and a host pattern keeps the rule in Python (as any wildcard does)."""
     candidates: list[Compiled] = []
     kept: list[Kept] = []
     for rule in rules:
@@ -265,7 +271,7 @@ def compile_rules(rules: Iterable[ValueRule], datasets: Datasets) -> Plan:
     kept += [Kept(c.rule, OVERLAP.format(other=clash[id(c)])) for c in candidates if id(c) in clash]
     order = {id(rule): i for i, rule in enumerate(rules if isinstance(rules, Sequence) else ())}
     kept.sort(key=lambda k: order.get(id(k.rule), 0))
-    return Plan(compiled, tuple(kept))
+    return Plan(compiled, tuple(kept), central)
 
 
 def _clashes(group: list[Compiled], clash: dict[int, str]) -> None:
@@ -293,12 +299,13 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def threshold_block(compiled: Sequence[Compiled]) -> str:
+def threshold_block(compiled: Sequence[Compiled], *, central: bool = False) -> str:
     """The ``LoadPlugin threshold`` + ``<Plugin threshold>`` text for ``compiled``."""
+    which = "central" if central else "local"
     lines = [
         "# Declarative value rules of collectd-monitor, judged by collectd's threshold",
-        "# plugin (collectd-monitor collectd-conf --local). Keep it in step with the",
-        "# ThresholdRules key of the collectd_monitor.local <Module> block.",
+        f"# plugin (collectd-monitor collectd-conf --{which}). Keep it in step with the",
+        f"# ThresholdRules key of the collectd_monitor.{which} <Module> block.",
         "LoadPlugin threshold",
         "<Plugin threshold>",
     ]
