@@ -31,7 +31,7 @@ import collectd
 from collectd_monitor.fleetrules.loader import CentralMonitor, start_central
 from collectd_monitor.fleetrules.notes import NOTIFICATION_TYPE, PLUGIN_NAME, Note
 from collectd_monitor.fleetrules.watch import Identity, Watch
-from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
+from collectd_monitor.plugin_support import Datasets, block_options, offline, restore_sigchld
 from collectd_monitor.rules.model import Notice
 
 NAME = PLUGIN_NAME
@@ -46,7 +46,7 @@ _plugins: frozenset[str] | None = frozenset()
 """Plugins a Python value rule can match (None: any plugin)."""
 _watches: dict[Identity, Watch] = {}
 _on_values: Callable[[Watch, float, float, Sequence[float]], None] | None = None
-_datasets: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_dataset = Datasets(collectd.get_dataset)
 
 
 def _config(conf: Any) -> None:
@@ -82,18 +82,6 @@ def _init() -> None:
     collectd.register_read(_tick, TICK, name=NAME)
 
 
-def _dataset(type_: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    found = _datasets.get(type_)
-    if found is None:
-        try:
-            sources = collectd.get_dataset(type_)
-        except Exception:
-            sources = []
-        found = (tuple(s[0] for s in sources), tuple(str(s[1]).lower() for s in sources))
-        _datasets[type_] = found
-    return found
-
-
 def _write(vl: Any) -> None:
     try:
         if _plugins is not None and vl.plugin not in _plugins:
@@ -113,23 +101,7 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
-        meta = getattr(n, "meta", None)
-        source = meta.get("DataSource") if isinstance(meta, dict) else None
-        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
-        _monitor.engine.on_notification(
-            Notice(
-                n.host,
-                n.plugin,
-                n.plugin_instance,
-                n.type,
-                n.type_instance,
-                n.time,
-                int(n.severity),
-                n.message,
-            ),
-            None if source is None else str(source),
-            current if isinstance(current, float) else None,
-        )
+        _monitor.engine.on_notification(*Notice.of(n))
     except Exception:
         log.exception("notification callback failed")
 

@@ -27,7 +27,7 @@ from typing import Any
 import collectd
 
 from collectd_monitor import logsetup
-from collectd_monitor.plugin_support import block_options, offline, restore_sigchld
+from collectd_monitor.plugin_support import Datasets, block_options, offline, restore_sigchld
 from collectd_monitor.rules import notify
 from collectd_monitor.rules.index import MetricIndex
 from collectd_monitor.rules.loader import LocalMonitor, start_local
@@ -43,7 +43,7 @@ _configured = False
 _monitor: LocalMonitor | None = None
 _index = MetricIndex(())
 _handlers = False
-_datasets: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_dataset = Datasets(collectd.get_dataset)
 
 
 def _config(conf: Any) -> None:
@@ -78,18 +78,6 @@ def _init() -> None:
     collectd.register_read(_tick, TICK, name=NAME)
 
 
-def _dataset(type_: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    found = _datasets.get(type_)
-    if found is None:
-        try:
-            sources = collectd.get_dataset(type_)
-        except Exception:
-            sources = []
-        found = (tuple(s[0] for s in sources), tuple(str(s[1]).lower() for s in sources))
-        _datasets[type_] = found
-    return found
-
-
 def _write(vl: Any) -> None:
     try:
         rules = _index.rules_for(vl)
@@ -118,23 +106,7 @@ def _notification(n: Any) -> None:
     if n.plugin == NAME or _monitor is None:
         return
     try:
-        meta = getattr(n, "meta", None)
-        source = meta.get("DataSource") if isinstance(meta, dict) else None
-        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
-        _monitor.engine.on_notification(
-            Notice(
-                n.host,
-                n.plugin,
-                n.plugin_instance,
-                n.type,
-                n.type_instance,
-                n.time,
-                int(n.severity),
-                n.message,
-            ),
-            None if source is None else str(source),
-            current if isinstance(current, float) else None,
-        )
+        _monitor.engine.on_notification(*Notice.of(n))
     except Exception:
         log.exception("notification callback failed")
 

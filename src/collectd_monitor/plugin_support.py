@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 OFFLINE_ENV = "COLLECTD_MONITOR_OFFLINE"
@@ -54,3 +55,25 @@ def process_alive(pid: int, proc: str = "/proc") -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+class Datasets:
+    """collectd's data sets by type (names and lower-case kinds), looked up once each.
+
+    ``get_dataset`` is ``collectd.get_dataset``; an unknown type has no sources.
+    """
+
+    def __init__(self, get_dataset: Callable[[str], Any]) -> None:
+        self._get = get_dataset
+        self._known: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def __call__(self, type_: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        found = self._known.get(type_)
+        if found is None:
+            try:
+                sources = self._get(type_)
+            except Exception:
+                sources = []
+            found = (tuple(s[0] for s in sources), tuple(str(s[1]).lower() for s in sources))
+            self._known[type_] = found
+        return found

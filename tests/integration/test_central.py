@@ -186,7 +186,8 @@ def start_host(base: Path, broker: Broker, prefix: str, name: str, forward: str)
         "ReconnectInterval": 0.2,
         "StateDir": str(directory / "state"),
         "Services": host_services(directory),
-        "Security": {"HmacKeys": {"central": SECRET}},
+        # answered, not dropped: the test below checks the refusal of an unsigned command
+        "Security": {"HmacKeys": {"central": SECRET}, "AnswerUnsigned": True},
     }
     path = directory / "config.json"
     path.write_text(json.dumps(config))

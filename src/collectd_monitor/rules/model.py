@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class Severity(enum.IntEnum):
@@ -70,6 +71,29 @@ class Notice:
     time: float
     severity: int
     message: str
+
+    @classmethod
+    def of(cls, n: Any) -> tuple[Notice, str | None, float | None]:
+        """collectd's notification ``n`` as a Notice, with the data source and current
+        value the threshold plugin puts in its meta data (None when absent)."""
+        meta = getattr(n, "meta", None)
+        source = meta.get("DataSource") if isinstance(meta, dict) else None
+        current = meta.get("CurrentValue") if isinstance(meta, dict) else None
+        notice = cls(
+            n.host,
+            n.plugin,
+            n.plugin_instance,
+            n.type,
+            n.type_instance,
+            n.time,
+            int(n.severity),
+            n.message,
+        )
+        return (
+            notice,
+            None if source is None else str(source),
+            (current if isinstance(current, float) else None),
+        )
 
 
 @dataclass(frozen=True, slots=True)
