@@ -81,7 +81,7 @@ class Database:
             conn = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(f"cannot open the history at {path}: {exc}") from None
@@ -197,3 +197,19 @@ def _password_of(location: Location) -> str:
     except ValueError:
         return ""
     return unquote(password) if password else ""
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL once (it stays so). Several processes opening a new
+    history together may find it locked while the first one switches: retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
