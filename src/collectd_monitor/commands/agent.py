@@ -164,6 +164,7 @@ class RemoteAgent:
         self.link.stop(0.2)
         self.refusals.flush()
         self.seen.close()
+        self.outbox.close()
 
     def handle_problems(self, problems: tuple[str, ...]) -> None:
         """The broker refused something (link thread): say so in our status message."""
@@ -423,7 +424,8 @@ class RemoteAgent:
         """Publish a result on the result topic (through the outbox) and to ``reply``.
 
         The result is cut to ``MaxResultBytes`` and to what the broker takes.
-        ``durable=False`` (refusals) skips the fsync of the outbox file.
+        The outbox entry is written before the publish and fsync'd after it
+        (off this thread); ``durable=False`` (refusals) skips the fsync.
         """
         topic = self.config.result_topic
         limit = payload_limit(self.config.max_result_bytes, self.link.max_packet_size, topic)
@@ -433,7 +435,12 @@ class RemoteAgent:
                 "the result of task %s cannot be cut to %d bytes; not sent", result.task_id, limit
             )
             return
-        self._send(self.outbox.put(topic, payload, durable=durable))
+        entry = self.outbox.put(topic, payload)
+        try:
+            self._send(entry)
+        finally:
+            if durable:
+                self.outbox.persist(entry)
         if reply is not None and reply.topic != topic:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if reply.correlation is not None:
