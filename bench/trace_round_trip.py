@@ -1,12 +1,14 @@
-"""Where one command round trip goes: stage timestamps inside an in-process agent.
+"""Where one command round trip goes: stage timestamps inside the agent.
 
-    .venv/bin/python bench/trace_round_trip.py [--requests 300]
+    .venv/bin/python bench/trace_round_trip.py [--requests 300] [--collectd]
 
-Runs a :class:`RemoteAgent` with its real MQTT link and executor in this
-process against a throwaway mosquitto, sends commands for ``/bin/true`` one at
-a time from a second client, and stamps each stage of the round trip by
-wrapping the agent's own methods (nothing in the package is changed). Prints
-the median and p99 of every stage's share.
+Sends commands for ``/bin/true`` one at a time (QoS 2) from an MQTT client
+to an agent on a throwaway mosquitto, and stamps each stage of every round
+trip by wrapping the agent's own methods (``trace_hook.py``; nothing in the
+package is changed). By default the agent runs in this process with its real
+MQTT link and executor; ``--collectd`` runs it in a real collectd (the hook
+imported there too) with collectd's logging. Prints the median and p99 of the
+time each stage took since the previous one.
 """
 
 from __future__ import annotations
@@ -19,58 +21,28 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import trace_hook
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collectd_monitor import executor as executor_module
-from collectd_monitor.commands import agent as agent_module
 from collectd_monitor.commands.agent import RemoteAgent
 from collectd_monitor.commands.protocol import encode_command
 from collectd_monitor.commands.transport import set_nodelay
 from collectd_monitor.config import load_config
 from collectd_monitor.executor import CommandExecutor
-from collectd_monitor.testing.sandbox import Broker
+from collectd_monitor.testing.sandbox import Broker, Collectd
 
 COMMAND_TOPIC = "trace/command"
 RESULT_TOPIC = "trace/result"
-
-marks: dict[str, float] = {}
-stages: defaultdict[str, list[float]] = defaultdict(list)
-
-
-def stamp(name: str) -> None:
-    marks.setdefault(name, time.perf_counter())
+WARM_UP = 20
+SENT, ARRIVED = "0 sent", "9 result at the sender"
 
 
-def wrap(owner: Any, name: str, before: str | None, after: str | None) -> None:
-    original = getattr(owner, name)
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if before:
-            stamp(before)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            if after:
-                stamp(after)
-
-    setattr(owner, name, wrapped)
-
-
-def instrument() -> None:
-    wrap(RemoteAgent, "handle_message", "1 message in (link thread)", None)
-    wrap(CommandExecutor, "submit", "2 checks done, submit", None)
-    wrap(executor_module.subprocess, "Popen", "3 worker picked the job", "4 spawned")
-    wrap(executor_module.selectors.DefaultSelector, "close", "5 exit noticed, pipes drained", None)
-    wrap(agent_module, "command_result", "6 reaped, logged", None)
-    wrap(agent_module.Outbox, "put", None, "7 outbox written")
-    wrap(RemoteAgent, "_send", None, "8 published (paho queued/written)")
-
-
-def config(workdir: Path, broker: Broker) -> Any:
+def settings(workdir: Path, broker: Broker) -> Path:
     path = workdir / "config.json"
     path.write_text(
         json.dumps(
@@ -85,26 +57,19 @@ def config(workdir: Path, broker: Broker) -> Any:
         )
     )
     path.chmod(0o600)
-    return load_config({"MonitorConfigPath": str(path)}, hostname="trace")
+    return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="cm-trace-"))
-    broker = Broker(workdir / "broker").start()
-    instrument()
-    pool = CommandExecutor(max_concurrent=4)
-    agent = RemoteAgent(config(workdir, broker), executor=pool)
-    agent.start()
+def drive(broker: Broker, count: int, connected: Callable[[], bool]) -> list[tuple[float, float]]:
+    """Send ``count`` commands after a warm-up; (sent, result arrived) of each."""
     arrived = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trace-peer")
     client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
     subscribed = threading.Event()
+    received = [0.0]
 
     def on_message(_c: Any, _u: Any, _m: Any) -> None:
-        stamp("9 result at the sender")
+        received[0] = time.perf_counter()
         arrived.set()
 
     client.on_message = on_message
@@ -112,41 +77,101 @@ def main() -> None:
     client.connect("127.0.0.1", broker.port)
     client.subscribe(RESULT_TOPIC, 2)
     client.loop_start()
+    times = []
     try:
-        assert subscribed.wait(10)
+        assert subscribed.wait(10), "no SUBACK"
         deadline = time.monotonic() + 10
-        while not agent.link.connected and time.monotonic() < deadline:
+        while not connected() and time.monotonic() < deadline:
             time.sleep(0.01)
         ids = itertools.count(1)
-        totals = []
-        for n in range(args.requests + 20):
+        for _ in range(count + WARM_UP):
             arrived.clear()
-            marks.clear()
             payload = json.dumps(encode_command(next(ids), "bench", "true"))
             started = time.perf_counter()
-            marks["0 sent"] = started
             client.publish(COMMAND_TOPIC, payload, qos=2)
             assert arrived.wait(10), "no result"
+            times.append((started, received[0]))
             time.sleep(0.005)  # let the agent's own acknowledgements finish
-            if n < 20:
-                continue
-            ordered = sorted(marks.items(), key=lambda kv: kv[1])
-            for (_, t0), (name, t1) in itertools.pairwise(ordered):
-                stages[name].append(t1 - t0)
-            totals.append(marks["9 result at the sender"] - started)
     finally:
         client.disconnect()
         client.loop_stop()
+    return times
+
+
+def in_process(workdir: Path, broker: Broker, count: int) -> list[dict[str, float]]:
+    trace_hook.instrument()
+    pool = CommandExecutor(max_concurrent=4)
+    config = load_config({"MonitorConfigPath": str(settings(workdir, broker))}, hostname="trace")
+    agent = RemoteAgent(config, executor=pool)
+    agent.start()
+    try:
+        times = drive(broker, count, lambda: agent.link.connected)
+    finally:
         agent.stop()
         pool.shutdown()
-        broker.stop()
+    return merge(trace_hook.rounds, times)
+
+
+def in_collectd(workdir: Path, broker: Broker, count: int) -> list[dict[str, float]]:
+    output = workdir / "stamps.json"
+    collectd = Collectd(
+        workdir / "collectd",
+        modules={
+            "trace_hook": {"Output": str(output)},
+            "collectd_monitor.remote": {"MonitorConfigPath": str(settings(workdir, broker))},
+        },
+        hostname="trace",
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    ).start(wait_log="connected to")
+    try:
+        times = drive(broker, count, lambda: True)
+    finally:
+        collectd.stop()
+    return merge(json.loads(output.read_text()), times)
+
+
+def merge(
+    rounds: list[dict[str, float]], times: list[tuple[float, float]]
+) -> list[dict[str, float]]:
+    assert len(rounds) == len(times), f"{len(rounds)} traced messages for {len(times)} sent"
+    pairs = zip(rounds, times, strict=True)
+    merged = [{**stamps, SENT: sent, ARRIVED: got} for stamps, (sent, got) in pairs]
+    return merged[WARM_UP:]
+
+
+def report(merged: list[dict[str, float]]) -> None:
+    stages: defaultdict[str, list[float]] = defaultdict(list)
+    totals = []
+    for stamps in merged:
+        ordered = sorted(stamps.items(), key=lambda item: item[1])
+        for (_, before), (name, at) in itertools.pairwise(ordered):
+            stages[name].append(at - before)
+        totals.append(stamps[ARRIVED] - stamps[SENT])
     print(f"\nround trip: p50 {statistics.median(totals) * 1e3:.2f} ms", end="")
-    print(f", p99 {sorted(totals)[int(0.99 * (len(totals) - 1))] * 1e3:.2f} ms\n")
+    print(f", p99 {p99(totals) * 1e3:.2f} ms (n={len(totals)})\n")
     print(f"| {'stage (time since the previous one)':<40} | {'p50 ms':>7} | {'p99 ms':>7} |")
+    print(f"|{'-' * 42}|{'-' * 9}|{'-' * 9}|")
     for name in sorted(stages):
-        got = sorted(stages[name])
-        p99 = got[int(0.99 * (len(got) - 1))]
-        print(f"| {name:<40} | {statistics.median(got) * 1e3:7.3f} | {p99 * 1e3:7.3f} |")
+        got = stages[name]
+        print(f"| {name:<40} | {statistics.median(got) * 1e3:7.3f} | {p99(got) * 1e3:7.3f} |")
+
+
+def p99(samples: list[float]) -> float:
+    return sorted(samples)[int(0.99 * (len(samples) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--collectd", action="store_true", help="trace the agent in collectd")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="cm-trace-"))
+    broker = Broker(workdir / "broker").start()
+    try:
+        run = in_collectd if args.collectd else in_process
+        report(run(workdir, broker, args.requests))
+    finally:
+        broker.stop()
 
 
 if __name__ == "__main__":
