@@ -16,6 +16,7 @@ from typing import Any
 from collectd_monitor import executor as executor_module
 from collectd_monitor.commands import agent as agent_module
 from collectd_monitor.commands.agent import RemoteAgent
+from collectd_monitor.commands.delivery import Delivery
 from collectd_monitor.executor import CommandExecutor
 
 rounds: list[dict[str, float]] = []
@@ -53,7 +54,7 @@ def instrument() -> None:
     wrap(executor_module, "_collect", None, "5 exit noticed, pipes drained")
     wrap(agent_module, "command_result", "6 reaped, logged", None)
     wrap(agent_module.Outbox, "put", None, "7 outbox written")
-    wrap(RemoteAgent, "_send", None, "8 published (paho queued/written)")
+    wrap(Delivery, "send", None, "8 published (paho queued/written)")
 
 
 def _in_collectd() -> None:
