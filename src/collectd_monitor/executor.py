@@ -7,6 +7,8 @@ signalling its **whole process group**: first SIGTERM, then SIGKILL after a
 short grace. Output is read while the command runs (a full pipe never blocks
 it) and capped; a visible marker says what was cut. The code reported is the
 command's true exit status; death by signal N reads as 128+N, as in a shell.
+The exit is seen the moment it happens (a pidfd in the same ``select`` that
+reads the output), not by polling.
 """
 
 from __future__ import annotations
