@@ -7,6 +7,8 @@ signalling its **whole process group**: first SIGTERM, then SIGKILL after a
 short grace. Output is read while the command runs (a full pipe never blocks
 it) and capped; a visible marker says what was cut. The code reported is the
 command's true exit status; death by signal N reads as 128+N, as in a shell.
+The exit is seen the moment it happens (a pidfd in the same ``select`` that
+reads the output), not by polling.
 """
 
 from __future__ import annotations
@@ -174,29 +176,7 @@ def run_command(
     handle.attach(proc)
     out, err = _Capture(max_output), _Capture(max_output)
     deadline = started + timeout
-    timed_out = False
-    exited_at: float | None = None
-    with selectors.DefaultSelector() as selector:
-        assert proc.stdout is not None and proc.stderr is not None
-        selector.register(proc.stdout, selectors.EVENT_READ, out)
-        selector.register(proc.stderr, selectors.EVENT_READ, err)
-        while selector.get_map():
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out = True
-                break
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > _DRAIN_AFTER_EXIT:
-                break
-            for key, _ in selector.select(min(deadline - now, 0.25)):
-                chunk = os.read(key.fd, _READ_CHUNK)
-                if chunk:
-                    key.data.feed(chunk)
-                else:
-                    selector.unregister(key.fileobj)
-    proc.stdout.close()
-    proc.stderr.close()
+    timed_out, exited = _collect(proc, out, err, deadline)
     if timed_out:
         _signal_group(proc, signal.SIGTERM)
         try:
@@ -205,6 +185,8 @@ def run_command(
             pass
         _signal_group(proc, signal.SIGKILL)  # the stragglers of the group too
         proc.wait()
+    elif exited:
+        proc.wait()  # a zombie already: reaped at once, no polling
     else:
         try:
             proc.wait(max(deadline - time.monotonic(), 0))
@@ -226,6 +208,77 @@ def run_command(
         aborted=handle.aborted,
         duration=time.monotonic() - started,
     )
+
+
+def _exit_watch(proc: subprocess.Popen[bytes]) -> int | None:
+    """A descriptor that turns readable the moment ``proc`` exits (a pidfd), or None.
+
+    Linux 5.3+ has them; elsewhere (or if the call fails) the exit is found by
+    polling between reads, as ``Popen.wait(timeout)`` does.
+    """
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        fd: int = opener(proc.pid)
+    except OSError:
+        return None
+    return fd
+
+
+def _collect(
+    proc: subprocess.Popen[bytes], out: _Capture, err: _Capture, deadline: float
+) -> tuple[bool, bool]:
+    """Read the command's output until it has exited and closed its pipes, or ``deadline``.
+
+    Returns ``(timed_out, exited)``. With a pidfd the exit wakes the same
+    ``select`` that reads the output, so it is noticed at once; after the exit
+    the pipes are drained for at most ``_DRAIN_AFTER_EXIT`` (a background child
+    may hold them). Without one, the loop ends when both pipes are closed and
+    the caller waits for the exit.
+    """
+    assert proc.stdout is not None and proc.stderr is not None
+    pidfd = _exit_watch(proc)
+    exited_at: float | None = None
+    streams = 2
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ, out)
+            selector.register(proc.stderr, selectors.EVENT_READ, err)
+            if pidfd is not None:
+                selector.register(pidfd, selectors.EVENT_READ, None)
+            while True:
+                now = time.monotonic()
+                if pidfd is None and exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if streams == 0 and (exited_at is not None or pidfd is None):
+                    break
+                if now >= deadline:
+                    return True, exited_at is not None
+                if exited_at is not None and now - exited_at > _DRAIN_AFTER_EXIT:
+                    break
+                wait = deadline - now
+                if exited_at is not None:
+                    wait = min(wait, exited_at + _DRAIN_AFTER_EXIT - now)
+                elif pidfd is None:
+                    wait = min(wait, 0.25)
+                for key, _ in selector.select(wait):
+                    if key.data is None:  # the pidfd: the command has exited
+                        exited_at = time.monotonic()
+                        selector.unregister(key.fileobj)
+                        continue
+                    chunk = os.read(key.fd, _READ_CHUNK)
+                    if chunk:
+                        key.data.feed(chunk)
+                    else:
+                        selector.unregister(key.fileobj)
+                        streams -= 1
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+        if pidfd is not None:
+            os.close(pidfd)
+    return False, exited_at is not None
 
 
 @dataclass

@@ -19,7 +19,14 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["UnsafePath", "atomic_write", "check_directory", "open_private", "private_directory"]
+__all__ = [
+    "UnsafePath",
+    "atomic_write",
+    "check_directory",
+    "open_private",
+    "private_directory",
+    "sync_directory",
+]
 
 
 def atomic_write(
@@ -52,10 +59,10 @@ def atomic_write(
             os.unlink(temp)
         raise
     if durable:
-        _sync_directory(target.parent)
+        sync_directory(target.parent)
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     """Make a rename in ``directory`` durable (best effort: not every FS allows it)."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

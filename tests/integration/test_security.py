@@ -295,6 +295,32 @@ def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, f
     wait_for(lambda: not list(outbox.rglob("outbox/*.json")), 10, what="an empty outbox")
 
 
+def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, fresh_broker, peer):
+    """SIGKILL, no shutdown callback: the result in the outbox (page cache) goes out on restart."""
+    m = monitor(broker=fresh_broker, services={"svc": {"commands": {"job": "sleep 1; echo kept"}}})
+    p = peer(m)
+    message = command_message("svc", "job")
+    p.send(m.command_topic, message)
+    m.collectd.wait_log(f"task {message['task_id']}: running")
+    p.close()
+    fresh_broker.stop()  # the result cannot be delivered: it waits in the outbox
+    state = m.collectd.directory / "state"
+    wait_for(lambda: list(state.rglob("outbox/[0-9]*.json")), 10, what="the result in the outbox")
+    pid = m.collectd.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    m.collectd.stop()  # reaps it
+    fresh_broker.start()
+    p2 = peer(m)
+    offset = len(m.log())
+    m.collectd.start()
+    m.collectd.wait_log("kept in the outbox", start=offset)
+    result = p2.result_for(m.result_topic, message["task_id"])
+    assert (result["code"], result["message"]) == (0, "kept")
+    wait_for(lambda: not list(state.rglob("outbox/*.json")), 10, what="an empty outbox")
+    assert "unusable" not in m.log()[offset:]
+
+
 def test_a_redelivered_qos1_command_runs_once(monitor, peer, tmp_path):
     counter = tmp_path / "runs.txt"
     m = monitor(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from paho.mqtt.properties import Properties
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.acks import Done
 from collectd_monitor.commands.agent import RemoteAgent
+from collectd_monitor.commands.flusher import Flusher
 from collectd_monitor.commands.protocol import ConfigRequest, Result, format_timestamp
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.config import MonitorConfig, load_config, lookup_command
@@ -220,6 +222,23 @@ def test_a_command_runs_and_its_result_waits_in_the_outbox_until_acknowledged(
     assert len(outbox_files(agent)) == 1  # written before it was published
     link.settle(result)
     assert outbox_files(agent) == []
+
+
+def test_a_result_is_fsynced_after_its_publish_and_a_refusal_never(make_agent: Agents) -> None:
+    agent, link = make_agent()
+    syncs: list[int] = []
+
+    def sync(fd: int) -> None:  # how many results had been published when this one was synced
+        syncs.append(len(link.on(RESULT_TOPIC)))
+        os.fsync(fd)
+
+    agent.outbox.flusher = Flusher(sync=sync)
+    agent.handle_message(message(command(service="nope", task_id=70)))  # refused
+    agent.handle_message(message(command(task_id=71)))
+    link.wait_for(RESULT_TOPIC, 2)
+    assert len(outbox_files(agent)) == 2  # both kept on disk (page cache) before the publish
+    assert agent.outbox.flusher.wait(10)
+    assert syncs == [2]
 
 
 def test_a_result_paho_dropped_is_published_again_on_connect(

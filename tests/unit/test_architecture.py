@@ -199,6 +199,15 @@ def test_architecture_md_shows_this_table() -> None:
     assert documented == ALLOWED
 
 
+def test_architecture_md_names_every_commands_module() -> None:
+    """The commands/ row of the package table lists each module of that package."""
+    text = (README.parent / "ARCHITECTURE.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| **commands/**"))
+    named = set(re.findall(r"`(\w+)`", row))
+    modules = {path.stem for path in (ROOT / "commands").glob("*.py") if path.stem != "__init__"}
+    assert modules - named == set()
+
+
 def test_docstrings_point_to_readme_sections_that_exist() -> None:
     """Documents a module names exist; ``(README, "Section")`` names a real section."""
     headings = {

@@ -67,6 +67,24 @@ def test_background_child_holding_the_pipe_does_not_hang_the_result():
     assert time.monotonic() - started < 15  # a hang guard, not a speed goal
 
 
+def test_a_command_that_closes_its_output_early_still_reports_its_exit_status():
+    outcome = run(shell("exec >&- 2>&-; sleep 0.3; exit 3"))
+    assert (outcome.code, outcome.timed_out) == (3, False)
+
+
+def test_a_command_that_closes_its_output_and_runs_on_times_out():
+    outcome = run(shell("exec >/dev/null 2>&1; sleep 30"), timeout=0.5, kill_grace=0.2)
+    assert outcome.code == ResultCode.COMMAND_TIMEOUT and outcome.timed_out
+
+
+@pytest.mark.parametrize("line", ["echo hi; exit 4", "exec >&- 2>&-; sleep 0.2; exit 4"])
+def test_without_pidfds_the_exit_is_found_by_polling(monkeypatch, line):
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    outcome = run(shell(line))
+    assert outcome.code == 4
+    assert run(shell("sleep 30"), timeout=0.3, kill_grace=0.2).timed_out
+
+
 def test_abort_through_handle():
     handle = Handle()
     threading.Timer(0.2, handle.abort).start()

@@ -8,29 +8,25 @@ threads publish the results.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collectd_monitor import __version__
 from collectd_monitor.codes import ResultCode, describe
-from collectd_monitor.commands.limits import StuckResults, fit_result, payload_limit
-from collectd_monitor.commands.outbox import Entry, Outbox, outbox_directory, state_directory
+from collectd_monitor.commands.delivery import Delivery
+from collectd_monitor.commands.limits import fit_result, payload_limit
+from collectd_monitor.commands.outbox import Outbox, outbox_directory, state_directory
+from collectd_monitor.commands.presence import presence, presence_host
 from collectd_monitor.commands.protocol import (
     CommandRequest,
     ConfigRequest,
     Request,
     Result,
     decode_request,
-    format_timestamp,
 )
 from collectd_monitor.commands.refusals import RefusalGate
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
@@ -42,6 +38,9 @@ from collectd_monitor.errors import ProtocolError
 from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
 
 log = logging.getLogger(__name__)
+
+__all__ = ["RemoteAgent", "ReplyTo", "command_result", "presence", "presence_host"]
+"""``presence`` and ``presence_host`` live in :mod:`.presence`; kept importable here."""
 
 REPLACER_SERVICE = "collectd"
 REPLACER_COMMANDS = ("start", "stop")
@@ -113,11 +112,8 @@ class RemoteAgent:
             window=window if config.security.max_message_age > 0 else None,
         )
         self.outbox = Outbox(outbox_directory(config))
-        self._in_flight: dict[str, Entry] = {}
-        """Outbox entries that paho carries now: removed when delivered or dropped."""
-        self._in_flight_lock = threading.Lock()
+        self.delivery = Delivery(self.outbox, self.link, qos=lambda: self.config.broker.qos)
         self.refusals = RefusalGate(config.max_refusals_per_second)
-        self._stuck = StuckResults()
         self._replay_memory_only = self.seen.memory_only
         self._connected_hooks: list[Callable[[], None]] = [on_connected] if on_connected else []
         self._stop_hooks: list[Callable[[], None]] = []
@@ -164,6 +160,7 @@ class RemoteAgent:
         self.link.stop(0.2)
         self.refusals.flush()
         self.seen.close()
+        self.outbox.close()
 
     def handle_problems(self, problems: tuple[str, ...]) -> None:
         """The broker refused something (link thread): say so in our status message."""
@@ -172,10 +169,10 @@ class RemoteAgent:
 
     def handle_connected(self) -> None:
         """The link is (again) on the broker: announce us, send what the outbox holds."""
-        if self._quarantine_stuck():
+        if self.delivery.quarantine_stuck():
             return  # the link reconnects at once, without the result it choked on
         self._announce()
-        self._republish()
+        self.delivery.republish()
         for hook in self._connected_hooks:
             try:
                 hook()
@@ -205,103 +202,9 @@ class RemoteAgent:
 
     # -- the outbox ---------------------------------------------------------------------
 
-    def _send(self, entry: Entry) -> None:
-        """Hand ``entry`` to the link unless paho already carries it."""
-        with self._in_flight_lock:
-            if entry.name in self._in_flight:
-                return
-            self._in_flight[entry.name] = entry
-        carried = False
-        try:
-            carried = self.link.publish(
-                entry.topic,
-                entry.payload,
-                self.config.broker.qos,
-                on_done=lambda delivered: self._settle(entry, delivered),
-            )
-        finally:
-            if not carried:  # kept for the next connect
-                with self._in_flight_lock:
-                    self._in_flight.pop(entry.name, None)
-
-    def _settle(self, entry: Entry, delivered: bool) -> None:
-        """The link is done with ``entry``: delivered, or to be sent again on connect."""
-        with self._in_flight_lock:
-            self._in_flight.pop(entry.name, None)
-            if delivered:
-                self._stuck.settled(entry.name)
-        if delivered:
-            self.outbox.remove(entry)
-
-    def _quarantine_stuck(self) -> bool:
-        """Move aside the result the broker keeps dropping the connection over, if any.
-
-        True when one was: the link then replaces its client (paho would send
-        the result first again) and connects anew.
-        """
-        with self._in_flight_lock:
-            name = self._stuck.connected(list(self._in_flight))
-            entry = self._in_flight.pop(name, None) if name else None
-        if entry is None:
-            return False
-        kept = self.outbox.quarantine(entry)
-        log.error(
-            "the broker dropped the connection %d times while a %d-byte result for %s was "
-            "first in line; moved it to %s and reconnecting without it",
-            self._stuck.strikes,
-            len(entry.payload),
-            entry.topic,
-            kept or "nowhere (memory only: dropped)",
-        )
-        self.link.discard_unsent()
-        return True
-
-    def _too_large(self, entry: Entry) -> bool:
-        """A stored result larger than the broker now takes: quarantined, never sent."""
-        biggest = self.link.max_packet_size
-        if not biggest or len(entry.payload) <= payload_limit(
-            len(entry.payload), biggest, entry.topic
-        ):
-            return False
-        kept = self.outbox.quarantine(entry)
-        log.error(
-            "a %d-byte result for %s exceeds the broker's maximum packet size (%s); moved to %s",
-            len(entry.payload),
-            entry.topic,
-            self.link.max_packet_size,
-            kept or "nowhere (memory only: dropped)",
-        )
-        return True
-
-    def _republish(self) -> None:
-        """Publish what the outbox holds and paho does not already carry (a former run's)."""
-        with self._in_flight_lock:
-            flying = set(self._in_flight)
-        waiting = [entry for entry in self.outbox.pending() if entry.name not in flying]
-        if waiting:
-            log.info("publishing %d result(s) kept in the outbox", len(waiting))
-        for entry in waiting:
-            try:
-                if not self._too_large(entry):
-                    self._send(entry)
-            except Exception as exc:  # one bad entry must not stop the others
-                log.error("cannot publish outbox entry %s: %s", entry.name, exc)
-
     def deliver_foreign(self) -> None:
-        """Publish entries other processes dropped into the outbox (the replacement helper's).
-
-        Entries this process wrote are published when written and after every
-        reconnect; only the ones another pid wrote need looking for.
-        """
-        if not self.link.connected:
-            return
-        for entry in self.outbox.pending():
-            if entry.writer != os.getpid():
-                with self._in_flight_lock:
-                    if entry.name in self._in_flight:
-                        continue
-                log.info("publishing %s, left in the outbox by pid %s", entry.name, entry.writer)
-                self._send(entry)
+        """Publish entries other processes dropped into the outbox (the replacement helper's)."""
+        self.delivery.deliver_foreign()
 
     # -- messages ---------------------------------------------------------------------
 
@@ -423,7 +326,8 @@ class RemoteAgent:
         """Publish a result on the result topic (through the outbox) and to ``reply``.
 
         The result is cut to ``MaxResultBytes`` and to what the broker takes.
-        ``durable=False`` (refusals) skips the fsync of the outbox file.
+        The outbox entry is written before the publish and fsync'd after it
+        (off this thread); ``durable=False`` (refusals) skips the fsync.
         """
         topic = self.config.result_topic
         limit = payload_limit(self.config.max_result_bytes, self.link.max_packet_size, topic)
@@ -433,7 +337,12 @@ class RemoteAgent:
                 "the result of task %s cannot be cut to %d bytes; not sent", result.task_id, limit
             )
             return
-        self._send(self.outbox.put(topic, payload, durable=durable))
+        entry = self.outbox.put(topic, payload)
+        try:
+            self.delivery.send(entry)
+        finally:
+            if durable:
+                self.outbox.persist(entry)
         if reply is not None and reply.topic != topic:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if reply.correlation is not None:
@@ -477,52 +386,3 @@ def command_result(task_id: int, outcome: Outcome) -> Result:
     """A command's result: stdout in ``message`` (as the original), stderr beside it."""
     stderr = "" if outcome.start_failed else outcome.errors
     return Result(task_id=task_id, code=outcome.code, message=outcome.message, stderr=stderr)
-
-
-def presence(
-    status: str,
-    config: MonitorConfig,
-    reason: str = "",
-    problems: tuple[str, ...] = (),
-    *,
-    replay_protection: str = "",
-) -> bytes:
-    """The retained status message; an online one also tells what this host offers.
-
-    ``since`` is when this host came online (the connection this message
-    announces); services carry command names only, never command lines.
-    """
-    now = format_timestamp()
-    body: dict[str, Any] = {
-        "status": status,
-        "host": presence_host(config),
-        "client_id": config.broker.client_id,
-        "timestamp": now,
-    }
-    if reason:
-        body["reason"] = reason
-    if status == "online":
-        body["since"] = now
-        body["version"] = __version__
-        body["services"] = {name: sorted(s.commands) for name, s in config.services.items()}
-        body["config_push"] = config.allow_config_replace
-        if replay_protection:
-            body["replay_protection"] = replay_protection
-    if problems:  # what the broker refused us, e.g. our subscription
-        body["problems"] = list(problems)
-    return json.dumps(body).encode()
-
-
-def presence_host(config: MonitorConfig) -> str:
-    """This host's name in the fleet: the topic level before ``status`` in StatusTopic.
-
-    The default topics are built from collectd's ``Hostname`` (the remote
-    plugin reads it from collectd's config file), ``collectd-monitor/HOST/status``,
-    so that level is collectd's host name unless StatusTopic is set by hand.
-    Otherwise the ClientId without its ``collectd-monitor-`` prefix.
-    """
-    levels = config.status_topic.split("/")
-    if len(levels) >= 2 and levels[-2]:
-        return levels[-2]
-    client_id = config.broker.client_id
-    return client_id.removeprefix("collectd-monitor-") or client_id

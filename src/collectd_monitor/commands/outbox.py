@@ -6,13 +6,18 @@ broker acknowledged it (PUBACK / PUBCOMP). Results still there when the link
 comes back, or when collectd starts again, are published again. A sender may
 therefore see a result twice after a fault; senders de-duplicate by task_id.
 
+The write before the publish goes to the page cache (it survives a crash of
+collectd); :meth:`Outbox.persist` has it fsync'd after the publish by a
+:class:`~collectd_monitor.commands.flusher.Flusher` (it then survives a power
+loss too). See that module for the window in between.
+
 Other processes may drop entries too (:func:`write_entry`): the config
 replacement helper leaves its outcome in the outbox of the plugin that runs
 after the restart, which publishes it (:meth:`RemoteAgent.deliver_foreign`).
 An entry's name carries the pid of its writer.
 
-Refusals are written without fsync (``durable=False``): they are cheap to lose
-and a flood of them must not cost a disk flush each. An entry that cannot be
+Refusals are never fsync'd: they are cheap to lose and a flood of them must
+not cost a disk flush each. An entry that cannot be
 read back, or that the broker will not take (see the agent), is moved to
 ``quarantine/`` beside the entries, never published again, and kept for a look.
 """
@@ -29,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from collectd_monitor.commands.flusher import Flusher
 from collectd_monitor.config import MonitorConfig
 from collectd_monitor.fsutil import UnsafePath, atomic_write, private_directory
 
@@ -78,8 +84,9 @@ def write_entry(
 class Outbox:
     """A directory of pending publishes; ``directory=None`` keeps nothing on disk."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, *, flusher: Flusher | None = None) -> None:
         self.directory = directory
+        self.flusher = flusher or Flusher()
         self._lock = threading.Lock()
         self._memory: dict[str, Entry] = {}
         if directory is not None:
@@ -94,17 +101,27 @@ class Outbox:
                 )
                 self.directory = None
 
-    def put(self, topic: str, payload: bytes, *, durable: bool = True) -> Entry:
+    def put(self, topic: str, payload: bytes) -> Entry:
+        """Keep a publish: on disk (page cache, not yet fsync'd: see :meth:`persist`)."""
         name = entry_name()
         if self.directory is not None:
             try:
-                return write_entry(self.directory, topic, payload, name, durable=durable)
+                return write_entry(self.directory, topic, payload, name, durable=False)
             except OSError as exc:
                 log.warning("cannot write %s to the outbox: %s; kept in memory only", name, exc)
         entry = Entry(name, topic, payload)
         with self._lock:
             self._memory[name] = entry
         return entry
+
+    def persist(self, entry: Entry) -> None:
+        """Have ``entry`` fsync'd soon, on the flusher's thread (results, not refusals)."""
+        if self.directory is not None:
+            self.flusher.submit(self.directory / entry.name)
+
+    def close(self) -> None:
+        """Sync what still waits for it (collectd stops): returns when it is done."""
+        self.flusher.close()
 
     def remove(self, entry: Entry) -> None:
         with self._lock:
