@@ -45,8 +45,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collectd_monitor.commands.client import set_nodelay
 from collectd_monitor.commands.protocol import format_timestamp
-from collectd_monitor.commands.transport import set_nodelay
 from collectd_monitor.testing.sandbox import Broker, wait_for
 
 CLI = [sys.executable, "-m", "collectd_monitor"]

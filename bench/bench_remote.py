@@ -41,9 +41,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collectd_monitor.commands.client import set_nodelay
 from collectd_monitor.commands.protocol import encode_command
 from collectd_monitor.commands.sender import Sender
-from collectd_monitor.commands.transport import set_nodelay
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.testing.sandbox import Broker, Collectd
 

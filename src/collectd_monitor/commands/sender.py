@@ -39,9 +39,9 @@ from collectd_monitor.commands.brokerfaults import (
     version_name,
     versions,
 )
+from collectd_monitor.commands.client import connect, new_client
 from collectd_monitor.commands.linkfailures import SocketErrors, explain
 from collectd_monitor.commands.protocol import Result
-from collectd_monitor.commands.transport import connect, new_client
 from collectd_monitor.errors import AuthError, MonitorError, TransportError
 
 if TYPE_CHECKING:  # signing loads hashlib, hmac and maybe cryptography: only with --sign-key

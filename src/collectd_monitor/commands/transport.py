@@ -12,14 +12,14 @@ by message id (:mod:`collectd_monitor.commands.acks`): a publisher learns once,
 without polling, whether the broker took its message or paho dropped it.
 
 A CONNECT without CONNACK, a refused subscription or publish and a client id
-taken over are told apart and logged as such (:mod:`.brokerfaults`).
+taken over are told apart (:mod:`.brokerfaults`) and logged as such by the
+link's failure side (:mod:`.connecting`, a base class of :class:`MqttLink`).
+The paho client itself is built in :mod:`.client`.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -27,88 +27,27 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.brokersettings import BrokerSettings
 from collectd_monitor.commands.acks import Acks, Done
 from collectd_monitor.commands.brokerfaults import (
-    CONNACK_TIMEOUT,
     FlapWatch,
     refusal_reason,
-    taken_over,
     unsupported_protocol,
-    version_name,
     versions,
 )
-from collectd_monitor.commands.linkfailures import FailureLog, SocketErrors, explain
+from collectd_monitor.commands.client import connect, first_protocol, new_client
+from collectd_monitor.commands.connecting import Connecting
+from collectd_monitor.commands.linkfailures import FailureLog, SocketErrors
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
-SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 TOPICS_REMEMBERED = 4096
 """Topics of published messages kept to name them in a refusal (by message id)."""
-
-
-def new_client(
-    settings: BrokerSettings, client_id: str, protocol: MQTTProtocolVersion
-) -> mqtt.Client:
-    """A paho client for ``settings``; clean session is given at connect time for MQTT 5."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=None if protocol == mqtt.MQTTv5 else settings.clean_session,
-        protocol=protocol,
-    )
-    configure_client(client, settings)
-    return client
-
-
-def connect(client: mqtt.Client, settings: BrokerSettings, *, clean: bool | None = None) -> None:
-    """Connect, asking an MQTT 5 broker to keep the session as 3.1.1 would."""
-    clean = settings.clean_session if clean is None else clean
-    if client.protocol == mqtt.MQTTv5:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 0 if clean else SESSION_NEVER_EXPIRES
-        client.connect(
-            settings.host,
-            settings.port,
-            keepalive=settings.keepalive,
-            clean_start=clean,
-            properties=properties,
-        )
-    else:
-        client.connect(settings.host, settings.port, keepalive=settings.keepalive)
-
-
-def first_protocol(settings: BrokerSettings) -> MQTTProtocolVersion:
-    return versions.candidates(settings.address, settings.protocol)[0]
-
-
-def set_nodelay(sock: Any) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
-
-
-def configure_client(client: mqtt.Client, settings: BrokerSettings) -> None:
-    """Credentials, TLS and socket options shared by the plugin and the CLI."""
-    if settings.user is not None:
-        client.username_pw_set(settings.user, settings.password)
-    if settings.secure:
-        context = ssl.create_default_context(cafile=settings.ca_file)
-        if settings.cert_file:
-            context.load_cert_chain(settings.cert_file, settings.key_file)
-        client.tls_set_context(context)
-
-    def on_socket_open(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-        set_nodelay(sock)
-
-    client.on_socket_open = on_socket_open
 
 
 class Link(Protocol):
@@ -141,7 +80,7 @@ class Link(Protocol):
     ) -> bool: ...
 
 
-class MqttLink:
+class MqttLink(Connecting):
     """A self-healing MQTT connection that stays subscribed to ``subscriptions``.
 
     ``on_message`` and ``on_connected`` run on the link's thread: keep them
@@ -292,72 +231,6 @@ class MqttLink:
             delay = min(delay * 2, self.settings.reconnect_max_interval)
         self._connected.clear()
 
-    def _loop(self) -> str | None:
-        """Run paho's loop until the link goes down; why, when it went down before CONNACK."""
-        started = time.monotonic()
-        limit = CONNACK_TIMEOUT if self.settings.protocol == "auto" else self._connect_timeout
-        while not self._stop.is_set():
-            try:
-                rc = self.client.loop(timeout=0.2 if not self._connack else 1.0)
-            except Exception as exc:  # paho raised: treat it as a lost link
-                self._note_failure(f"MQTT loop error: {exc}")
-                return None
-            if self._unsupported is not None:
-                return f"the broker answered {self._unsupported!r}"
-            if self._connack:
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    return None
-            elif rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # paho calls none of our handlers
-                why = explain(
-                    self._socket_errors.take(),
-                    secure=self.settings.secure,
-                    client_cert=bool(self.settings.cert_file),
-                )
-                return f"the broker closed the connection before its CONNACK: {why}"
-            elif time.monotonic() - started >= limit:
-                return f"no CONNACK within {limit:g} s"
-        return None
-
-    def _other_version(self, failure: str) -> bool:
-        """A CONNECT failed before CONNACK: log it; under auto switch versions.
-
-        True to try again at once (the first switch since the last good
-        connection), False to wait out the back-off first.
-        """
-        name = version_name(self.client.protocol)
-        candidates = versions.candidates(self.settings.address, self.settings.protocol)
-        others = [p for p in candidates if p != self.client.protocol]
-        # Grouped by what failed, not by the version tried: an outage under auto
-        # alternates versions and must still give one WARNING, not one per try.
-        kind = "early close" if "before its CONNACK:" in failure else failure
-        message = f"cannot connect to {self.settings.address} (MQTT {name}): {failure}"
-        if not others:
-            self._note_failure(message, kind)
-            return False
-        self._note_failure(f"{message}; trying MQTT {version_name(others[0])} next", kind)
-        try:
-            self.client.disconnect()
-            self.client.loop(0.05)
-        except Exception:  # the old client is dropped anyway
-            pass
-        self.client = self._make_client(others[0])
-        self._acks.forget_all()
-        self._topics.clear()
-        immediate = not self._switched
-        self._switched = True
-        return immediate
-
-    def _refused(self, problem: str) -> None:
-        """The broker refused a subscription or a publish: an ACL denial, most likely."""
-        if problem in self.problems:
-            log.debug("%s (again)", problem)
-            return
-        user = f"user {self.settings.user!r}" if self.settings.user else "no user name"
-        log.error("%s (we are %s on %s)", problem, user, self.settings.address)
-        self.problems = (*self.problems, problem)
-        if self._on_problems is not None:
-            self._on_problems(self.problems)
-
     def discard_unsent(self) -> None:
         """Drop what paho holds for (re)sending: a new client, the same session.
 
@@ -377,10 +250,6 @@ class MqttLink:
             self._discard = False
             self.client = self._make_client(self.client.protocol)
             self._acks.forget_all()
-
-    def _note_failure(self, message: str, kind: str | None = None) -> None:
-        self._failures.failed(message, kind=kind)
-        self.last_error = message
 
     # -- paho callbacks (guarded) ----------------------------------------------------
 
@@ -437,33 +306,6 @@ class MqttLink:
                 self._connection_ended(reason)
         except Exception:
             log.exception("error in MQTT disconnect handler")
-
-    def _connection_ended(self, reason: Any) -> None:
-        """Log a lost connection; once per series, that another client has our client id."""
-        taken = taken_over(reason)
-        if self._flaps.ended(time.monotonic() - self._up_since, taken=taken):
-            client_id = self.settings.client_id
-            if taken:
-                log.error(
-                    "another client connected with our client id %r, and %s dropped us (%s); "
-                    "each reconnect knocks the other off: give every client its own ClientId",
-                    client_id,
-                    self.settings.address,
-                    reason,
-                )
-            else:
-                log.error(
-                    "%s closed our connection %d times in a row soon after accepting it: "
-                    "probably another client connected with our client id %r "
-                    "(give every client its own ClientId)",
-                    self.settings.address,
-                    self._flaps.repeats,
-                    client_id,
-                )
-        elif self._flaps.flapping:
-            log.debug("lost connection to %s: %s", self.settings.address, reason)
-        else:
-            log.warning("lost connection to %s: %s", self.settings.address, reason)
 
     def _handle_pre_connect(self, _client: mqtt.Client, _userdata: Any) -> None:
         try:  # paho's reconnect() has just discarded the unsent QoS 0 packets

@@ -27,8 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.commands.brokerfaults import unsupported_protocol
+from collectd_monitor.commands.client import connect, first_protocol, new_client
 from collectd_monitor.commands.protocol import Result
-from collectd_monitor.commands.transport import connect, first_protocol, new_client
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, TransportError
 from collectd_monitor.fleet.fanout import Limits, Outcome, Progress, Scheduler

@@ -21,7 +21,7 @@ from collectd_monitor.commands.brokerfaults import (
     version_name,
     versions,
 )
-from collectd_monitor.commands.transport import connect, new_client
+from collectd_monitor.commands.client import connect, new_client
 from collectd_monitor.config import BrokerSettings
 from collectd_monitor.errors import AuthError, TransportError
 from collectd_monitor.fleet.topics import host_in

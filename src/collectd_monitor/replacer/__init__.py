@@ -7,7 +7,9 @@
 * :mod:`~collectd_monitor.replacer.manager`: stop/start collectd (pid file, commands, init
   script, collectdmon, systemd)
 * :mod:`~collectd_monitor.replacer.health`: is the restarted collectd fit to keep
-* :mod:`~collectd_monitor.replacer.transaction`: the steps, the rollback, the watch, recovery
+* :mod:`~collectd_monitor.replacer.steps`: stop and wait, start and wait, the old config back
+* :mod:`~collectd_monitor.replacer.transaction`: the phases: prepare, apply, rollback, watch,
+  recovery
 * :mod:`~collectd_monitor.replacer.helper`: the detached process that restarts collectd
 * :mod:`~collectd_monitor.replacer.guardian`: recovers when the helper's worker dies midway
 * :mod:`~collectd_monitor.replacer.report`: the outcome (into an outbox), plugin status

@@ -4,9 +4,9 @@
 value), ``declarative`` (config.json's ``Rules``), ``pyfiles`` (rule files),
 ``condition`` (hits, hysteresis, missing data), ``gate`` (cooldown, circuit
 breaker), ``dispatch`` (running a rule's command), ``notify`` (the result
-notifications), ``engine`` (all of it together), ``worker`` and ``overrun``
-(rule-file handlers on worker threads within a time budget) and ``loader``
-(start-up from a config). Nothing here imports
+notifications), ``engine`` (all of it together; ``acting`` is its gate-to-run
+half), ``worker`` and ``overrun`` (rule-file handlers on worker threads within
+a time budget) and ``loader`` (start-up from a config). Nothing here imports
 collectd: ``collectd_monitor.local`` is the glue.
 """
 

@@ -2,8 +2,10 @@
 
 The collectd glue hands it metrics (with the rules the index found for them)
 and notifications, and calls :meth:`Engine.tick` now and then for missing data
-and for breakers to close. The engine decides when a rule acts; the acting
-(command lookup, ``runner``, the result notification) is the
+and for breakers to close. This module judges (per-series state, missing data,
+notification faults, threshold verdicts, what handlers return); every judgement
+goes to a gate in its base class :class:`~collectd_monitor.rules.acting.Acting`,
+and the acting (command lookup, ``runner``, the result notification) is the
 :class:`~collectd_monitor.rules.dispatch.Dispatcher`'s. Its clock is a
 parameter, so every state machine can be driven without sleeping.
 
@@ -19,35 +21,24 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from collectd_monitor.config import MonitorConfig
 from collectd_monitor.rules import notify
+from collectd_monitor.rules.acting import Acting, Entry, EntryRun
 from collectd_monitor.rules.condition import SeriesState, is_missing, judged_value, step
 from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
-from collectd_monitor.rules.dispatch import Dispatcher, Emit, Observer, Refused, Run, Runner
-from collectd_monitor.rules.gate import Gate, Verdict
+from collectd_monitor.rules.dispatch import Emit, Observer, Runner
+from collectd_monitor.rules.gate import Gate
 from collectd_monitor.rules.index import MetricIndex
 from collectd_monitor.rules.model import Action, Metric, Notice, Outgoing, Severity
-from collectd_monitor.rules.pyfiles import (
-    METRIC,
-    NOTIFICATION,
-    Handler,
-    HandlerError,
-    RuleFiles,
-    call_handler,
-)
+from collectd_monitor.rules.pyfiles import METRIC, NOTIFICATION, Handler, RuleFiles
 from collectd_monitor.rules.threshold import Compiled, Plan
 from collectd_monitor.rules.worker import HandlerPool
 
 log = logging.getLogger("collectd_monitor.local")
-
-ERROR_LOG_EVERY = 60.0
-"""A handler that raises on every value logs once a minute, not 20 000 times a second."""
 
 
 def _identity(host: str, plugin: str, plugin_instance: str, type_: str, type_instance: str) -> str:
@@ -61,23 +52,9 @@ def random_task_id() -> int:
     return random.randint(1, 2**32)
 
 
-@dataclass
-class _Entry:
-    """A rule or handler as the engine tracks it."""
+class Engine(Acting):
+    """Judges values, notifications and handler returns; :class:`Acting` acts on it."""
 
-    name: str
-    gate: Gate
-    action: Action | None = None
-    series: dict[tuple[str, ...], SeriesState] = field(default_factory=dict)
-    open_faults: set[tuple[str, ...]] = field(default_factory=set)
-    judged_at: float = float("-inf")
-    """When a threshold notification was last judged (a compiled rule)."""
-
-
-_Run = tuple[_Entry, Run]
-
-
-class Engine:
     def __init__(
         self,
         config: MonitorConfig,
@@ -91,6 +68,9 @@ class Engine:
         new_task_id: Callable[[], int] = random_task_id,
         plan: Plan | None = None,
     ) -> None:
+        super().__init__(
+            config, runner, emit=emit, clock=clock, observe=observe, new_task_id=new_task_id
+        )
         self.config = config
         self.plan = plan or Plan()
         compiled = {id(item.rule) for item in self.plan.compiled}
@@ -99,27 +79,19 @@ class Engine:
         self._compiled_names: dict[tuple[str, ...], Compiled | None] = {}
         self.rules = rules
         self.files = files
-        self.emit = emit
-        self.clock = clock
-        self.observe = observe
         self.index = MetricIndex(self.python_rules)
         source = os.path.basename(config.source) if config.source else "config.json"
-        self._entries: dict[int, _Entry] = {}
+        self._entries: dict[int, Entry] = {}
         declared: list[tuple[str, ValueRule | NotificationRule]] = [
             *((METRIC, r) for r in rules.values),
             *((NOTIFICATION, r) for r in rules.notifications),
         ]
         for kind, rule in declared:
             name = f"{source}::{kind}::{rule.name}"
-            self._entries[id(rule)] = _Entry(name, Gate(rule.gate), rule.action)
+            self._entries[id(rule)] = Entry(name, Gate(rule.gate), rule.action)
         for handler in (*files.metric, *files.notification):
-            self._entries[id(handler)] = _Entry(handler.name, Gate(rules.defaults))
-        self.dispatcher = Dispatcher(
-            config, runner, emit=self._emit, clock=clock, new_task_id=new_task_id, observe=observe
-        )
-        self._lock = threading.RLock()
+            self._entries[id(handler)] = Entry(handler.name, Gate(rules.defaults))
         self._started = clock()
-        self._errors: dict[str, tuple[float, int]] = {}
         self._pool: HandlerPool | None = None
 
     def use_pool(self, pool: HandlerPool) -> None:
@@ -148,7 +120,7 @@ class Engine:
 
     def on_metric(self, metric: Metric, rules: Iterable[ValueRule] = ()) -> None:
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         with self._lock:
             for rule in rules:
@@ -171,7 +143,7 @@ class Engine:
                     self.on_threshold(item, notice, data_source, value)
                 return
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         key = (
             notice.host,
@@ -208,7 +180,7 @@ class Engine:
         """The threshold plugin's verdict on a compiled rule's series: FAILURE starts a
         fault, OKAY ends it. While it lasts, :meth:`tick` reports it to the gate."""
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         entry = self._entries[id(item.rule)]
         key = (
@@ -242,7 +214,7 @@ class Engine:
         handlers: Iterable[Any],
         event: Metric | Notice,
         now: float,
-        runs: list[_Run],
+        runs: list[EntryRun],
         out: list[Outgoing],
     ) -> None:
         """Call each rule-file handler on ``event`` and judge what it returned.
@@ -265,7 +237,7 @@ class Engine:
     def handled(self, handler: Handler, event: Metric | Notice, action: Action | None) -> None:
         """Judge what a handler returned (on a pool worker) and start what it asks for."""
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         with self._lock:
             self._judge_handler(handler, action, now, runs, out)
@@ -276,7 +248,7 @@ class Engine:
         handler: Handler,
         action: Action | None,
         now: float,
-        runs: list[_Run],
+        runs: list[EntryRun],
         out: list[Outgoing],
     ) -> None:
         entry = self._entries[id(handler)]
@@ -288,7 +260,7 @@ class Engine:
         """Missing data, open notification faults, breakers that may close; with
         ``compiled``, also the open faults of rules the threshold plugin judges."""
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         with self._lock:
             for rule in self.python_rules:
@@ -308,13 +280,13 @@ class Engine:
         """Report the open faults of compiled rules to their gates (a repair is retried
         once the cooldown is over, as the Python form does on the next value)."""
         now = self.clock()
-        runs: list[_Run] = []
+        runs: list[EntryRun] = []
         out: list[Outgoing] = []
         with self._lock:
             self._recheck_compiled(now, runs, out)
         self._flush(runs, out)
 
-    def _recheck_compiled(self, now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+    def _recheck_compiled(self, now: float, runs: list[EntryRun], out: list[Outgoing]) -> None:
         for item in self.plan.compiled:
             entry = self._entries[id(item.rule)]
             if entry.open_faults and entry.judged_at < now:
@@ -323,7 +295,7 @@ class Engine:
     # -- declarative rules ---------------------------------------------------------
 
     def _value_rule(
-        self, rule: ValueRule, metric: Metric, now: float, runs: list[_Run], out: list[Outgoing]
+        self, rule: ValueRule, metric: Metric, now: float, runs: list[EntryRun], out: list[Outgoing]
     ) -> None:
         entry = self._entries[id(rule)]
         interval = metric.interval or rule.interval
@@ -358,7 +330,9 @@ class Engine:
                 log.info("%s: recovered (%s)", entry.name, where)
             self._judge(entry, fault, now, runs, out, where)
 
-    def _missing(self, rule: ValueRule, now: float, runs: list[_Run], out: list[Outgoing]) -> None:
+    def _missing(
+        self, rule: ValueRule, now: float, runs: list[EntryRun], out: list[Outgoing]
+    ) -> None:
         entry = self._entries[id(rule)]
         assert rule.missing is not None
         if not entry.series:
@@ -381,7 +355,7 @@ class Engine:
         notice: Notice,
         key: tuple[str, ...],
         now: float,
-        runs: list[_Run],
+        runs: list[EntryRun],
         out: list[Outgoing],
     ) -> None:
         if not rule.selector.matches(*key):
@@ -402,97 +376,3 @@ class Engine:
             self._note(now, "recovered", entry.name, where)
             log.info("%s: recovered (%s)", entry.name, where)
             self._judge(entry, bool(entry.open_faults), now, runs, out, where)
-
-    # -- gates and runs --------------------------------------------------------------
-
-    def _judge(
-        self,
-        entry: _Entry,
-        fault: bool,
-        now: float,
-        runs: list[_Run],
-        out: list[Outgoing],
-        reason: str,
-    ) -> None:
-        """Feed one evaluation of a rule to its gate and act on the verdict."""
-        verdict = entry.gate.report(now, fault)
-        if verdict is Verdict.QUIET:
-            self._maybe_resume(entry, now, out)
-        elif verdict is Verdict.TRIPPED:
-            self._suspend(entry, now, out)
-        elif verdict is Verdict.RUN and entry.action is not None:
-            claim = self.dispatcher.prepare(entry.name, entry.action, reason, now)
-            if claim is None:
-                return
-            entry.gate.started(now, claim.task_id)
-            if isinstance(claim, Refused):
-                entry.gate.finished(now)
-                out.append(claim.notification)
-            else:
-                runs.append((entry, claim))
-
-    def _suspend(self, entry: _Entry, now: float, out: list[Outgoing]) -> None:
-        s = entry.gate.settings
-        log.warning(
-            "%s: %d runs within %g s; suspended until no fault for %g s",
-            entry.name,
-            s.max_runs,
-            s.window,
-            s.resume_after,
-        )
-        self._note(now, "suspended", entry.name, f"after {s.max_runs} runs in {s.window:g} s")
-        out.append(
-            notify.suspended(
-                entry.name, entry.gate.last_task_id, s.max_runs, s.window, s.resume_after
-            )
-        )
-
-    def _maybe_resume(self, entry: _Entry, now: float, out: list[Outgoing]) -> None:
-        if entry.gate.try_resume(now):
-            quiet = entry.gate.settings.resume_after
-            log.info("%s: no fault for %g s; circuit breaker closed", entry.name, quiet)
-            self._note(now, "resumed", entry.name, f"no fault for {quiet:g} s")
-            out.append(notify.resumed(entry.name, quiet))
-
-    def _flush(self, runs: list[_Run], out: list[Outgoing]) -> None:
-        for item in out:
-            self._emit(item)
-        for entry, run in runs:
-            self.dispatcher.start(run, finished=self._finisher(entry.gate))
-
-    def _finisher(self, gate: Gate) -> Callable[[], None]:
-        def finished() -> None:
-            with self._lock:
-                gate.finished(self.clock())
-
-        return finished
-
-    def _emit(self, item: Outgoing) -> None:
-        try:
-            self.emit(item)
-        except Exception:
-            log.exception("cannot dispatch the notification for %s", item.type_instance)
-
-    # -- handler errors and observation ------------------------------------------------
-
-    def _call(self, handler: Any, item: Any, now: float) -> Action | None:
-        try:
-            return call_handler(handler, item)
-        except HandlerError as exc:
-            self._handler_failed(handler.name, str(exc), now)
-            return None
-
-    def _handler_failed(self, name: str, text: str, now: float) -> None:
-        self._note(now, "error", name, text)
-        with self._lock:
-            last, suppressed = self._errors.get(name, (float("-inf"), 0))
-            if now - last < ERROR_LOG_EVERY:
-                self._errors[name] = (last, suppressed + 1)
-                return
-            self._errors[name] = (now, 0)
-        more = f" ({suppressed} more such errors since the last report)" if suppressed else ""
-        log.error("%s%s", text, more)
-
-    def _note(self, now: float, event: str, name: str, text: str) -> None:
-        if self.observe is not None:
-            self.observe(now, event, name, text)
