@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.commands.protocol import encode_config
-from collectd_monitor.replacer.paths import REPORT_NAME
+from collectd_monitor.replacer.paths import lock_path_for
 from collectd_monitor.replacer.plugin import lock_busy
 from collectd_monitor.testing.sandbox import Broker, Collectd, wait_for
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         collectd.start(daemon=True, wait_log="connected to")
         client = Client(broker)
         good, bad = [], []
-        lock = collectd.directory / f"{REPORT_NAME}.lock"
+        lock = lock_path_for(collectd.conf_path)  # one lock per live config file
 
         def idle() -> None:
             wait_for(lambda: not lock_busy(lock), 60 + args.watch, what="the previous watch")
