@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             "collectd-monitor/demo/result",
             "--timeout",
             "10",
+            "--no-history",  # a throwaway broker's tasks do not belong in the user's history
         ]
         say("$ collectd-monitor send-command hello exec --host " + broker.host + " ...")
         started = time.monotonic()
