@@ -168,6 +168,29 @@ def test_plugin_and_every_sender_work_with_amqtt_on_mqtt_version_auto(monitor, a
         assert json.loads(sent.stdout)["message"] == "Hello World!"
         assert "trying MQTT 3.1.1" in sent.stderr
 
+        # fan-out (one connection for many hosts) falls back the same way
+        unique = m.command_topic.split("/")[1]
+        hosts_file = tmp_path / "hosts"
+        hosts_file.write_text(unique + "\n")
+        fanned = cli(
+            "send-command",
+            "hello",
+            "exec",
+            "--host",
+            amqtt.host,
+            "--hosts-file",
+            str(hosts_file),
+            "--topic",
+            "test/+/command",
+            "--result-topic",
+            "test/+/result",
+            "--timeout",
+            "30",
+        )
+        assert fanned.returncode == 0, fanned.stderr + m.log()
+        (line,) = fanned.stdout.splitlines()
+        assert json.loads(line)["host"] == unique and json.loads(line)["code"] == 0
+
         conf = tmp_path / "new-collectd.conf"
         conf.write_text('Hostname "x"\n')
         pushed = cli("send-config", str(conf), *target)

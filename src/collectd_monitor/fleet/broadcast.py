@@ -26,7 +26,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collectd_monitor.commands.brokerfaults import unsupported_protocol
+from collectd_monitor.commands.brokerfaults import CONNACK_TIMEOUT, unsupported_protocol
 from collectd_monitor.commands.client import connect, first_protocol, new_client
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.config import BrokerSettings
@@ -130,7 +130,10 @@ class Broadcast:
             self._inbox.put((message.topic, bytes(message.payload)))
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if subscribed.is_set() and not state.get("closing"):
+            if not connected.is_set():  # closed before any CONNACK
+                state["closed"] = True
+                connected.set()
+            elif subscribed.is_set() and not state.get("closing"):
                 self.notice(f"lost the broker connection ({reason}); reconnecting")
 
         client.on_connect = on_connect
@@ -146,8 +149,20 @@ class Broadcast:
             raise TransportError(f"cannot connect to {self.settings.address}: {exc}") from None
         client.loop_start()
         try:
-            if not connected.wait(self.connect_timeout):
+            # Under auto, a broker that speaks only 3.1.1 may never answer an MQTT 5
+            # CONNECT, or close the socket: either means "try 3.1.1", as for the plugin.
+            auto = self.settings.protocol == "auto" and protocol == mqtt.MQTTv5
+            if not connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout):
+                if auto:
+                    raise _Unsupported(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
                 raise TransportError(f"no answer from the broker at {self.settings.address}")
+            if state.get("closed"):
+                if auto:
+                    raise _Unsupported("the broker closed the connection before its CONNACK")
+                raise TransportError(
+                    f"the broker at {self.settings.address} closed the connection before "
+                    "accepting it"
+                )
             reason = state["reason"]
             if reason.is_failure:
                 text = str(reason)
