@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from collectd_monitor.errors import TransportError
+from collectd_monitor.errors import AuthError, TransportError
 
 CONNACK_TIMEOUT = 3.0
 """Seconds an MQTT 5 CONNECT waits for its CONNACK under ``MqttVersion auto``."""
@@ -48,6 +48,31 @@ def version_name(protocol: MQTTProtocolVersion | int) -> str:
 
 def unsupported_protocol(reason: Any) -> bool:
     return getattr(reason, "value", None) in UNSUPPORTED_PROTOCOL
+
+
+def connack_verdict(arrived: bool, connack: dict[str, Any], *, address: str, auto: bool) -> None:
+    """What a CONNECT came to, for the CLI's one-shot clients; return when accepted.
+
+    ``arrived``: the wait for CONNACK (or for the socket to close) ended in time.
+    ``connack`` holds ``reason`` (the CONNACK's) or ``closed`` (why the socket
+    closed before one). Under ``auto`` everything that says "this broker does
+    not speak MQTT 5" raises :class:`NoConnack`, for the caller to try 3.1.1.
+    """
+    if not arrived:
+        if auto:
+            raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
+        raise TransportError(f"no answer from the broker at {address}")
+    reason = connack.get("reason")
+    if reason is None:
+        closed = f"cannot connect to {address}: {connack.get('closed')}"
+        raise NoConnack(closed) if auto else TransportError(closed)
+    if reason.is_failure:
+        text = str(reason)
+        if auto and unsupported_protocol(reason):
+            raise NoConnack(f"the broker answered {text!r}")
+        if "authori" in text.lower() or "password" in text.lower():
+            raise AuthError(f"the broker refused our credentials: {text}")
+        raise TransportError(f"the broker refused the connection: {text}")
 
 
 def taken_over(reason: Any) -> bool:

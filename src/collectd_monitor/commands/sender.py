@@ -34,15 +34,15 @@ from collectd_monitor.brokersettings import BrokerSettings
 from collectd_monitor.commands.brokerfaults import (
     CONNACK_TIMEOUT,
     NoConnack,
+    connack_verdict,
     refusal_reason,
-    unsupported_protocol,
     version_name,
     versions,
 )
 from collectd_monitor.commands.client import connect, new_client
 from collectd_monitor.commands.linkfailures import SocketErrors, explain
 from collectd_monitor.commands.protocol import Result
-from collectd_monitor.errors import AuthError, MonitorError, TransportError
+from collectd_monitor.errors import MonitorError, TransportError
 
 if TYPE_CHECKING:  # signing loads hashlib, hmac and maybe cryptography: only with --sign-key
     from collectd_monitor.commands.security import Signer
@@ -242,21 +242,12 @@ class Sender:
         auto = self.settings.protocol == "auto"
         client.loop_start()
         try:
-            if not connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout):
-                if auto:
-                    raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
-                raise TransportError(f"no answer from the broker at {self.settings.address}")
-            if "reason" not in connack:
-                closed = f"cannot connect to {self.settings.address}: {connack['closed']}"
-                raise NoConnack(closed) if auto else TransportError(closed)
-            reason = connack["reason"]
-            if reason.is_failure:
-                text = str(reason)
-                if unsupported_protocol(reason):
-                    raise NoConnack(f"the broker answered {text!r}")
-                if "authori" in text.lower() or "password" in text.lower():
-                    raise AuthError(f"the broker refused our credentials: {text}")
-                raise TransportError(f"the broker refused the connection: {text}")
+            connack_verdict(
+                connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout),
+                connack,
+                address=self.settings.address,
+                auto=auto,
+            )
             connack["up"] = True
             if not done.wait(max(deadline - time.monotonic(), 0)):
                 raise ResultTimeout(

@@ -26,11 +26,11 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collectd_monitor.commands.brokerfaults import CONNACK_TIMEOUT, unsupported_protocol
+from collectd_monitor.commands.brokerfaults import CONNACK_TIMEOUT, NoConnack, connack_verdict
 from collectd_monitor.commands.client import connect, first_protocol, new_client
 from collectd_monitor.commands.protocol import Result
 from collectd_monitor.config import BrokerSettings
-from collectd_monitor.errors import AuthError, TransportError
+from collectd_monitor.errors import TransportError
 from collectd_monitor.fleet.fanout import Limits, Outcome, Progress, Scheduler
 from collectd_monitor.fleet.topics import host_in
 
@@ -63,10 +63,6 @@ class Events(Protocol):
     def tick(self, progress: Progress) -> None: ...
 
 
-class _Unsupported(TransportError):
-    """The broker does not speak the MQTT version we tried."""
-
-
 class Broadcast:
     def __init__(
         self,
@@ -93,7 +89,7 @@ class Broadcast:
     def _open(self, parallel: int) -> tuple[mqtt.Client, bool]:
         try:
             return self._attempt(first_protocol(self.settings), parallel), True
-        except _Unsupported:
+        except NoConnack:
             if self.settings.protocol != "auto":
                 raise
             self.notice("the broker does not speak MQTT 5; using MQTT 3.1.1")
@@ -131,7 +127,7 @@ class Broadcast:
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if not connected.is_set():  # closed before any CONNACK
-                state["closed"] = True
+                state["closed"] = "the broker closed the connection before its CONNACK"
                 connected.set()
             elif subscribed.is_set() and not state.get("closing"):
                 self.notice(f"lost the broker connection ({reason}); reconnecting")
@@ -152,25 +148,12 @@ class Broadcast:
             # Under auto, a broker that speaks only 3.1.1 may never answer an MQTT 5
             # CONNECT, or close the socket: either means "try 3.1.1", as for the plugin.
             auto = self.settings.protocol == "auto" and protocol == mqtt.MQTTv5
-            if not connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout):
-                if auto:
-                    raise _Unsupported(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
-                raise TransportError(f"no answer from the broker at {self.settings.address}")
-            if state.get("closed"):
-                if auto:
-                    raise _Unsupported("the broker closed the connection before its CONNACK")
-                raise TransportError(
-                    f"the broker at {self.settings.address} closed the connection before "
-                    "accepting it"
-                )
-            reason = state["reason"]
-            if reason.is_failure:
-                text = str(reason)
-                if unsupported_protocol(reason):
-                    raise _Unsupported(text)
-                if "authori" in text.lower() or "password" in text.lower():
-                    raise AuthError(f"the broker refused our credentials: {text}")
-                raise TransportError(f"the broker refused the connection: {text}")
+            connack_verdict(
+                connected.wait(CONNACK_TIMEOUT if auto else self.connect_timeout),
+                state,
+                address=self.settings.address,
+                auto=auto,
+            )
             if not subscribed.wait(self.connect_timeout):
                 raise TransportError(f"no SUBACK from {self.settings.address}")
             if any(getattr(c, "is_failure", False) for c in state["granted"]):

@@ -16,14 +16,14 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from collectd_monitor.commands.brokerfaults import (
     CONNACK_TIMEOUT,
     NoConnack,
+    connack_verdict,
     refusal_reason,
-    unsupported_protocol,
     version_name,
     versions,
 )
 from collectd_monitor.commands.client import connect, new_client
 from collectd_monitor.config import BrokerSettings
-from collectd_monitor.errors import AuthError, TransportError
+from collectd_monitor.errors import TransportError
 from collectd_monitor.fleet.topics import host_in
 
 
@@ -183,21 +183,12 @@ def _read(
     auto = settings.protocol == "auto"
     client.loop_start()
     try:
-        if not connected.wait(CONNACK_TIMEOUT if auto else connect_timeout):
-            if auto:
-                raise NoConnack(f"no CONNACK within {CONNACK_TIMEOUT:g} s")
-            raise TransportError(f"no answer from the broker at {settings.address}")
-        if "reason" not in connack:
-            closed = f"the broker closed the connection before its CONNACK ({connack['closed']})"
-            raise NoConnack(closed) if auto else TransportError(closed)
-        reason = connack["reason"]
-        if reason.is_failure:
-            text = str(reason)
-            if unsupported_protocol(reason) and auto:
-                raise NoConnack(f"the broker answered {text!r}")
-            if "authori" in text.lower() or "password" in text.lower():
-                raise AuthError(f"the broker refused our credentials: {text}")
-            raise TransportError(f"the broker refused the connection: {text}")
+        connack_verdict(
+            connected.wait(CONNACK_TIMEOUT if auto else connect_timeout),
+            connack,
+            address=settings.address,
+            auto=auto,
+        )
         end = time.monotonic() + limit
         while not done.wait(0.05):
             now = time.monotonic()
