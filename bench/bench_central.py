@@ -32,7 +32,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench_local import TG, accepted_rate, cpu_seconds
+from bench_local import TG, measure, report
 
 from collectd_monitor.confblock import module_paths, python_block
 from collectd_monitor.fleetrules.engine import CentralEngine
@@ -106,25 +106,13 @@ def run_row(
             start_new_session=True,
         )  # fmt: skip
         time.sleep(args.interval + 2)  # every series seen once: state made, caches filled
-        pid = collectd.pid()
-        assert pid is not None, collectd.log_text()[-2000:]
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        rates = []
-        while time.monotonic() < t0 + args.seconds:
-            time.sleep(1)
-            rates.append(accepted_rate(sock, "central"))
-        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        cpu, took, values = measure(collectd, sock, "central", args.seconds)
     finally:
         if tg is not None:
             tg.terminate()
             tg.wait(5)
         collectd.stop()
-    values = sum(rates) / len(rates) * (t1 - t0) if rates else 0.0
-    errors = [line for line in collectd.log_text().splitlines() if "[error]" in line]
-    if errors:
-        print(f"  ! {name}: {errors[0][:150]}")
-    per_value = (cpu1 - cpu0) / values * 1e6 if values else float("nan")
-    return per_value, values / (t1 - t0)
+    return report(collectd, name, cpu, took, values)
 
 
 def state_bytes_per_host(rules: list[dict[str, Any]], hosts: int, values: int) -> float:

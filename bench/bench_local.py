@@ -171,26 +171,39 @@ def run_row(
             start_new_session=True,
         )
         time.sleep(warmup)  # every series seen once, caches filled
-        pid = collectd.pid()
-        assert pid is not None, collectd.log_text()[-2000:]
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        rates = []
-        end = t0 + seconds
-        while time.monotonic() < end:
-            time.sleep(1)
-            rates.append(accepted_rate(sock, "bench"))
-        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        cpu, took, values = measure(collectd, sock, "bench", seconds)
     finally:
         if tg is not None:
             tg.terminate()
             tg.wait(5)
         collectd.stop()
-    values = sum(rates) / len(rates) * (t1 - t0) if rates else 0.0
+    return report(collectd, name, cpu, took, values)
+
+
+def measure(
+    collectd: Collectd, sock: Path, host: str, seconds: float
+) -> tuple[float, float, float]:
+    """collectd's CPU seconds, the wall time and the values it accepted over ``seconds``."""
+    pid = collectd.pid()
+    assert pid is not None, collectd.log_text()[-2000:]
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    rates = []
+    while time.monotonic() < t0 + seconds:
+        time.sleep(1)
+        rates.append(accepted_rate(sock, host))
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    return cpu1 - cpu0, t1 - t0, (sum(rates) / len(rates) * (t1 - t0) if rates else 0.0)
+
+
+def report(
+    collectd: Collectd, name: str, cpu: float, took: float, values: float
+) -> tuple[float, float]:
+    """µs of CPU per value and values per second; the first error line of the run, if any."""
     errors = [line for line in collectd.log_text().splitlines() if "[error]" in line]
     if errors:
         print(f"  ! {name}: {errors[0][:150]}")
-    per_value = (cpu1 - cpu0) / values * 1e6 if values else float("nan")
-    return per_value, values / (t1 - t0)
+    per_value = cpu / values * 1e6 if values else float("nan")
+    return per_value, values / took
 
 
 def plan_for(rules: list[dict[str, Any]]) -> Plan:
