@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.outbox import waiting
 from collectd_monitor.commands.protocol import format_timestamp
 from collectd_monitor.replacer.paths import REPORT_NAME, lock_path_for
 from collectd_monitor.replacer.validate import validate
@@ -55,13 +56,12 @@ def start(monitor: Any, *, services: dict[str, Any] | None = None, **kwargs: Any
 
 
 def outbox_entries(m: Monitor) -> list[dict[str, Any]]:
-    """The results waiting in the plugin's outbox (where the helper leaves its outcome)."""
+    """The results waiting in the plugin's outbox (where the helper leaves its outcome):
+    entry files and the running plugin's journal."""
     found = []
-    for path in sorted(m.collectd.directory.glob("state/*/outbox/[0-9]*.json")):
-        try:
-            found.append(json.loads(json.loads(path.read_text())["payload"]))
-        except (OSError, ValueError):
-            continue  # removed meanwhile
+    for directory in sorted(m.collectd.directory.glob("state/*/outbox")):
+        for _, payload in waiting(directory):
+            found.append(json.loads(payload))
     return found
 
 

@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collectd_monitor.codes import ResultCode
+from collectd_monitor.commands.outbox import waiting
 from collectd_monitor.commands.protocol import format_timestamp
 from collectd_monitor.commands.security import Signer, generate_keypair
 from collectd_monitor.testing.sandbox import MOSQUITTO_PASSWD, Broker, free_port, wait_for
@@ -33,6 +34,11 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "collectd_monitor"]
 HMAC_SECRET = "a-shared-secret-of-enough-length"
 ACL_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mosquitto" / "acl"
+
+
+def waiting_in(state: Path) -> list[tuple[str, bytes]]:
+    """What the plugins under ``state`` keep in their outboxes (journals and entry files)."""
+    return [item for outbox in sorted(state.glob("*/outbox")) for item in waiting(outbox)]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -265,7 +271,7 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
         )
         assert found[0]["message"] == marker and found[0]["code"] == 0
         outbox = m.collectd.directory / "state"
-        wait_for(lambda: not list(outbox.rglob("outbox/*.json")), 10, what="an empty outbox")
+        wait_for(lambda: not waiting_in(outbox), 10, what="an empty outbox")
     finally:
         if keeper is not None:
             keeper.disconnect()
@@ -282,9 +288,9 @@ def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, f
     p.close()
     fresh_broker.stop()
     outbox = m.collectd.directory / "state"
-    wait_for(lambda: list(outbox.rglob("outbox/*.json")), 10, what="the result in the outbox")
+    wait_for(lambda: waiting_in(outbox), 10, what="the result in the outbox")
     m.collectd.stop()
-    assert list(outbox.rglob("outbox/*.json")), "the unsent result must survive the stop"
+    assert waiting_in(outbox), "the unsent result must survive the stop"
     fresh_broker.start()
     p2 = peer(m)
     offset = len(m.log())
@@ -292,7 +298,7 @@ def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, f
     m.collectd.wait_log("kept in the outbox", start=offset)
     result = p2.result_for(m.result_topic, message["task_id"])
     assert (result["code"], result["message"]) == (0, "late")
-    wait_for(lambda: not list(outbox.rglob("outbox/*.json")), 10, what="an empty outbox")
+    wait_for(lambda: not waiting_in(outbox), 10, what="an empty outbox")
 
 
 def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, fresh_broker, peer):
@@ -305,7 +311,7 @@ def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, 
     p.close()
     fresh_broker.stop()  # the result cannot be delivered: it waits in the outbox
     state = m.collectd.directory / "state"
-    wait_for(lambda: list(state.rglob("outbox/[0-9]*.json")), 10, what="the result in the outbox")
+    wait_for(lambda: waiting_in(state), 10, what="the result in the outbox")
     pid = m.collectd.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -317,7 +323,7 @@ def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, 
     m.collectd.wait_log("kept in the outbox", start=offset)
     result = p2.result_for(m.result_topic, message["task_id"])
     assert (result["code"], result["message"]) == (0, "kept")
-    wait_for(lambda: not list(state.rglob("outbox/*.json")), 10, what="an empty outbox")
+    wait_for(lambda: not waiting_in(state), 10, what="an empty outbox")
     assert "unusable" not in m.log()[offset:]
 
 

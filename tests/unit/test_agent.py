@@ -25,6 +25,7 @@ from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.acks import Done
 from collectd_monitor.commands.agent import RemoteAgent
 from collectd_monitor.commands.flusher import Flusher
+from collectd_monitor.commands.outbox import waiting
 from collectd_monitor.commands.protocol import ConfigRequest, Result, format_timestamp
 from collectd_monitor.commands.security import Signer
 from collectd_monitor.config import MonitorConfig, load_config, lookup_command
@@ -201,9 +202,11 @@ def message(
     return msg
 
 
-def outbox_files(agent: RemoteAgent) -> list[str]:
+def outbox_files(agent: RemoteAgent) -> list[bytes]:
+    """The payloads the outbox keeps on disk (its journal and entry files), read as a
+    later run would find them."""
     assert agent.outbox.directory is not None
-    return sorted(p.name for p in agent.outbox.directory.glob("[0-9]*.json"))
+    return sorted(payload for _, payload in waiting(agent.outbox.directory))
 
 
 # --------------------------------------------------------------------------- the happy path

@@ -14,7 +14,7 @@ from collectd_monitor.commands.outbox import Outbox
 
 
 class Recorder:
-    """Stands in for ``os.fsync``: notes which file and on which thread, then syncs it."""
+    """Stands in for ``os.fdatasync``: notes which file and on which thread, then syncs it."""
 
     def __init__(self, failures: int = 0) -> None:
         self.synced: list[tuple[str, str]] = []
@@ -37,50 +37,73 @@ def recorder() -> Recorder:
     return Recorder()
 
 
+def journal_path(box: Outbox) -> str:
+    (path,) = (box.directory or Path("/nonexistent")).glob("journal-*.jsonl")
+    return str(path)
+
+
 def test_a_persisted_entry_is_synced_on_the_flushers_thread(tmp_path: Path, recorder: Recorder):
-    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder))
+    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder, delay=0))
     entry = box.put("t/r", b'{"task_id": 1}')
     assert recorder.synced == []  # put() alone writes to the page cache only
     box.persist(entry)
     assert box.flusher.wait(10)
-    assert recorder.synced == [(str(tmp_path / "outbox" / entry.name), "cm-outbox-sync")]
+    assert recorder.synced == [(journal_path(box), "cm-outbox-sync")]
     box.close()
 
 
+def test_results_acknowledged_within_the_delay_are_never_synced(tmp_path: Path, recorder: Recorder):
+    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder, delay=0.3))
+    for n in range(5):  # the healthy link: PUBCOMP a millisecond after the publish
+        entry = box.put("t/r", b"%d" % n)
+        box.persist(entry)
+        box.remove(entry)
+    assert box.flusher.wait(10)
+    assert recorder.synced == []
+    assert os.path.getsize(journal_path(box)) == 0  # cut back: nothing waits
+    box.close()
+    assert list((tmp_path / "outbox").iterdir()) == []  # a clean stop leaves no journal
+
+
 def test_an_entry_acknowledged_before_its_sync_is_not_synced(tmp_path: Path, recorder: Recorder):
-    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder))
+    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder, delay=0))
     delivered, waiting = box.put("t", b"1"), box.put("t", b"2")
     box.remove(delivered)
     box.persist(delivered)
+    assert box.flusher.wait(10)
+    assert recorder.synced == []
     box.persist(waiting)
     assert box.flusher.wait(10)
-    assert recorder.paths == [str(tmp_path / "outbox" / waiting.name)]
+    assert recorder.paths == [journal_path(box)]
     box.close()
 
 
 def test_close_syncs_on_the_caller_and_later_entries_are_synced_at_once(
     tmp_path: Path, recorder: Recorder
 ):
-    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder))
-    box.close()  # collectd stops; a command aborted by the stop still reports after it
-    entry = box.put("t", b"late")
-    box.persist(entry)
-    assert recorder.synced == [(str(tmp_path / "outbox" / entry.name), "MainThread")]
+    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder, delay=5))
+    box.persist(box.put("t", b"waits"))
+    box.close()  # collectd stops: the journal is synced now, not after the delay
+    assert box.flusher.wait(0)
+    assert recorder.synced == [(journal_path(box), "MainThread")]
+    late = box.put("t", b"late")  # a command that ended while collectd stopped
+    assert (tmp_path / "outbox" / late.name).exists()
+    assert sorted(e.payload for e in Outbox(tmp_path / "outbox").pending()) == [b"late", b"waits"]
 
 
 def test_a_failed_sync_is_logged_and_the_next_entry_is_still_synced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     recorder = Recorder(failures=1)
-    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder))
+    box = Outbox(tmp_path / "outbox", flusher=Flusher(sync=recorder, delay=0))
     first, second = box.put("t", b"1"), box.put("t", b"2")
     with caplog.at_level(logging.WARNING):
         box.persist(first)
         assert box.flusher.wait(10)
         box.persist(second)
         assert box.flusher.wait(10)
-    assert recorder.paths == [str(tmp_path / "outbox" / second.name)]
-    assert "survives a crash, not a power loss" in caplog.text
+    assert recorder.paths == [journal_path(box)]  # tried again, and both are synced now
+    assert "survive a crash, not a power loss" in caplog.text
     box.close()
 
 

@@ -135,7 +135,7 @@ def test_a_result_the_broker_keeps_dropping_us_over_is_quarantined(
     agent, link = agents()
     agent.handle_message(message(command(task_id=9)))
     link.wait_for(RESULT_TOPIC)
-    (name,) = outbox_files(agent)
+    (payload,) = outbox_files(agent)
     for _ in range(2):  # the connection drops with it in flight; paho sends it again
         agent.handle_connected()
         assert link.discarded == 0
@@ -144,7 +144,8 @@ def test_a_result_the_broker_keeps_dropping_us_over_is_quarantined(
     assert link.discarded == 1
     assert outbox_files(agent) == []
     assert agent.outbox.directory is not None
-    assert (agent.outbox.directory / QUARANTINE / name).exists()
+    (kept,) = (agent.outbox.directory / QUARANTINE).iterdir()
+    assert json.loads(kept.read_text())["payload"] == payload.decode()
     assert [r.levelname for r in caplog.records if "moved it to" in r.getMessage()] == ["ERROR"]
     agent.handle_connected()  # the next connection works: the host answers again
     agent.handle_message(message(command(task_id=10)))

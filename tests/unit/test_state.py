@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from collectd_monitor.commands.outbox import Outbox
+import os
+import signal
+import subprocess
+import sys
+
+from collectd_monitor.commands.outbox import QUARANTINE, Outbox, waiting
 from collectd_monitor.commands.seen import SeenTasks
 
 
@@ -44,15 +49,56 @@ def test_outbox_keeps_entries_until_removed(tmp_path):
     box = Outbox(tmp_path / "outbox")
     first = box.put("t/r", b'{"task_id": 1}')
     second = box.put("t/r", b'{"task_id": 2}')
-    assert [e.payload for e in Outbox(tmp_path / "outbox").pending()] == [
+    assert [payload for _, payload in waiting(tmp_path / "outbox")] == [
         b'{"task_id": 1}',
         b'{"task_id": 2}',
     ]
+    assert list(Outbox(tmp_path / "outbox").pending()) == []  # its own run publishes them
     box.remove(first)
     assert [e.name for e in box.pending()] == [second.name]
+    box.close()  # stops with one result waiting: the next run takes it over
+    later = Outbox(tmp_path / "outbox")
+    assert [e.name for e in later.pending()] == [second.name]
     assert ((tmp_path / "outbox" / second.name).stat().st_mode & 0o777) == 0o600
     (tmp_path / "outbox" / "00000000000000000001-1-000001.json").write_text("{broken")
-    assert len(box) == 1
+    assert len(later) == 1
+
+
+CRASHING_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from collectd_monitor.commands.outbox import Outbox
+box = Outbox(Path(sys.argv[1]))
+delivered = box.put("t/r", b"delivered")
+box.put("t/r", b"waiting")
+box.remove(delivered)
+os.write(box._journal._fd, b'{"name": "00000000000000000009-9-000009.json", "topic": "t/r", "payl')
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_results_of_a_killed_run_are_taken_over_and_a_cut_line_quarantined(tmp_path):
+    directory = tmp_path / "outbox"
+    killed = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(directory)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert [payload for _, payload in waiting(directory)] == [b"waiting"]
+    box = Outbox(directory)
+    assert [e.payload for e in box.pending()] == [b"waiting"]
+    (entry,) = box.pending()
+    assert entry.writer == killed_pid(directory, entry.name)
+    (cut,) = (directory / QUARANTINE).iterdir()
+    assert '"payl' in cut.read_text()
+    box.remove(entry)
+    box.close()
+    assert list(directory.glob("[0-9]*.json")) == []
+    assert list(directory.glob("journal-*")) == []
+
+
+def killed_pid(directory, name):
+    """The pid in an entry's name: the run that wrote it, not this one."""
+    pid = int(name.split("-")[1])
+    assert pid != os.getpid()
+    return pid
 
 
 def test_outbox_in_memory_when_no_directory():
