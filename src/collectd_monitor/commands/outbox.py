@@ -193,17 +193,23 @@ class Outbox:
             if journal is None or entry.name not in journal.live:
                 journal = None
         if journal is not None and self.directory is not None:
-            target = self.directory / QUARANTINE / entry.name
-            try:
-                target.parent.mkdir(mode=0o700, exist_ok=True)
-                atomic_write(target, _entry_body(entry.topic, entry.payload), mode=0o600)
-            except OSError as exc:
-                log.warning("cannot keep %s in %s: %s; dropped", entry.name, target.parent, exc)
-                target = None
+            kept = self._keep_aside(entry)
             with self._lock:
                 journal.settle(entry.name)
-            return target
+            return kept
         return self._move_aside(entry.name)
+
+    def _keep_aside(self, entry: Entry) -> Path | None:
+        """Write a journal's entry to ``quarantine/``; None if it cannot be kept."""
+        assert self.directory is not None
+        target = self.directory / QUARANTINE / entry.name
+        try:
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            atomic_write(target, _entry_body(entry.topic, entry.payload), mode=0o600)
+        except OSError as exc:
+            log.warning("cannot keep %s in %s: %s; dropped", entry.name, target.parent, exc)
+            return None
+        return target
 
     def _move_aside(self, name: str) -> Path | None:
         if self.directory is None:
