@@ -91,18 +91,28 @@ def _exit_code(returncode: int) -> int:
 
 
 class Handle:
-    """A command being run; lets another thread end it."""
+    """A command being run; lets another thread end it.
 
-    def __init__(self) -> None:
+    ``on_start`` is called once the command runs (on the worker, while the
+    command starts up: the place for work that must not delay its result).
+    """
+
+    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.aborted = False
         self._lock = threading.Lock()
+        self._on_start = on_start
 
     def attach(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self.proc = proc
             if self.aborted:
                 _signal_group(proc, signal.SIGKILL)
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:
+                log.exception("error in a command's start hook")
 
     def abort(self) -> None:
         with self._lock:
@@ -285,6 +295,8 @@ def _collect(
 class Job:
     spec: CommandSpec
     on_done: Callable[[Outcome], None]
+    on_start: Callable[[], None] | None = None
+    """Called on the worker right after the command started (not if it never does)."""
 
 
 Runner = Callable[..., Outcome]
@@ -355,7 +367,7 @@ class CommandExecutor:
             job = self._queue.get()
             if job is None:
                 return
-            handle = Handle()
+            handle = Handle(job.on_start)
             with self._lock:
                 if self._closing:
                     handle.aborted = True

@@ -42,7 +42,7 @@ def test_both_plugins_share_one_executor(monitor, peer, tmp_path):
             }
         ]
     }
-    config = {"MaxConcurrentCommands": 1, "Rules": rules}
+    config = {"MaxConcurrentCommands": 1, "Rules": rules, "LogLevel": "debug"}  # "running"
     m = monitor(
         config,
         services=services,

@@ -280,7 +280,11 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
 
 
 def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, fresh_broker, peer):
-    m = monitor(broker=fresh_broker, services={"svc": {"commands": {"slow": "sleep 2; echo late"}}})
+    m = monitor(
+        {"LogLevel": "debug"},  # "task N: running" is a debug line
+        broker=fresh_broker,
+        services={"svc": {"commands": {"slow": "sleep 2; echo late"}}},
+    )
     p = peer(m)
     message = command_message("svc", "slow")
     p.send(m.command_topic, message)
@@ -303,7 +307,11 @@ def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, f
 
 def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, fresh_broker, peer):
     """SIGKILL, no shutdown callback: the result in the outbox (page cache) goes out on restart."""
-    m = monitor(broker=fresh_broker, services={"svc": {"commands": {"job": "sleep 1; echo kept"}}})
+    m = monitor(
+        {"LogLevel": "debug"},  # "task N: running" is a debug line
+        broker=fresh_broker,
+        services={"svc": {"commands": {"job": "sleep 1; echo kept"}}},
+    )
     p = peer(m)
     message = command_message("svc", "job")
     p.send(m.command_topic, message)

@@ -299,6 +299,9 @@ class RemoteAgent:
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
 
+        def started() -> None:  # logged while the command starts up, off the result's path
+            log.debug("task %s: running %s", task_id, spec.label)
+
         def done(outcome: Outcome) -> None:
             level = logging.INFO if outcome.code == 0 else logging.WARNING
             log.log(
@@ -314,9 +317,8 @@ class RemoteAgent:
                 log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
             self.publish(command_result(task_id, outcome), reply)
 
-        log.info("task %s: running %s", task_id, spec.label)
         try:
-            self.executor.submit(Job(spec=spec, on_done=done))
+            self.executor.submit(Job(spec=spec, on_done=done, on_start=started))
         except Busy as exc:
             raise ProtocolError(ResultCode.BUSY, f"not run: {exc}", task_id) from None
 
