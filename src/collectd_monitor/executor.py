@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
 _DRAIN_AFTER_EXIT = 0.5
+RUNNING_NOTICE = 1.0
+"""Seconds after which a command still running is reported (``Job.on_long_run``)."""
 """How long to keep reading after the command exited while a background child
 still holds its output pipe (a daemon a restart command left behind)."""
 
@@ -93,26 +95,37 @@ def _exit_code(returncode: int) -> int:
 class Handle:
     """A command being run; lets another thread end it.
 
-    ``on_start`` is called once the command runs (on the worker, while the
-    command starts up: the place for work that must not delay its result).
+    Its hooks run on the worker and must return promptly: ``on_start`` once
+    the command runs, ``on_long_run`` if it still runs after
+    :data:`RUNNING_NOTICE` seconds (the place for log lines that must not
+    delay a quick command's result).
     """
 
-    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_start: Callable[[], None] | None = None,
+        on_long_run: Callable[[], None] | None = None,
+    ) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.aborted = False
         self._lock = threading.Lock()
         self._on_start = on_start
+        self.on_long_run = on_long_run
 
     def attach(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self.proc = proc
             if self.aborted:
                 _signal_group(proc, signal.SIGKILL)
-        if self._on_start is not None:
+        self.call(self._on_start)
+
+    @staticmethod
+    def call(hook: Callable[[], None] | None) -> None:
+        if hook is not None:
             try:
-                self._on_start()
+                hook()
             except Exception:
-                log.exception("error in a command's start hook")
+                log.exception("error in a command's hook")
 
     def abort(self) -> None:
         with self._lock:
@@ -186,7 +199,7 @@ def run_command(
     handle.attach(proc)
     out, err = _Capture(max_output), _Capture(max_output)
     deadline = started + timeout
-    timed_out, exited = _collect(proc, out, err, deadline)
+    timed_out, exited = _collect(proc, out, err, deadline, handle)
     if timed_out:
         _signal_group(proc, signal.SIGTERM)
         try:
@@ -237,7 +250,11 @@ def _exit_watch(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 def _collect(
-    proc: subprocess.Popen[bytes], out: _Capture, err: _Capture, deadline: float
+    proc: subprocess.Popen[bytes],
+    out: _Capture,
+    err: _Capture,
+    deadline: float,
+    handle: Handle | None = None,
 ) -> tuple[bool, bool]:
     """Read the command's output until it has exited and closed its pipes, or ``deadline``.
 
@@ -245,10 +262,13 @@ def _collect(
     ``select`` that reads the output, so it is noticed at once; after the exit
     the pipes are drained for at most ``_DRAIN_AFTER_EXIT`` (a background child
     may hold them). Without one, the loop ends when both pipes are closed and
-    the caller waits for the exit.
+    the caller waits for the exit. ``handle``'s ``on_long_run`` is called
+    once the command has run :data:`RUNNING_NOTICE` seconds.
     """
     assert proc.stdout is not None and proc.stderr is not None
     pidfd = _exit_watch(proc)
+    notice = handle.on_long_run if handle is not None else None
+    notice_at = time.monotonic() + RUNNING_NOTICE
     exited_at: float | None = None
     streams = 2
     try:
@@ -267,7 +287,12 @@ def _collect(
                     return True, exited_at is not None
                 if exited_at is not None and now - exited_at > _DRAIN_AFTER_EXIT:
                     break
+                if notice is not None and now >= notice_at and exited_at is None:
+                    Handle.call(notice)
+                    notice = None
                 wait = deadline - now
+                if notice is not None:
+                    wait = min(wait, max(notice_at - now, 0))
                 if exited_at is not None:
                     wait = min(wait, exited_at + _DRAIN_AFTER_EXIT - now)
                 elif pidfd is None:
@@ -297,6 +322,8 @@ class Job:
     on_done: Callable[[Outcome], None]
     on_start: Callable[[], None] | None = None
     """Called on the worker right after the command started (not if it never does)."""
+    on_long_run: Callable[[], None] | None = None
+    """Called on the worker if the command still runs :data:`RUNNING_NOTICE` s after its start."""
 
 
 Runner = Callable[..., Outcome]
@@ -367,7 +394,7 @@ class CommandExecutor:
             job = self._queue.get()
             if job is None:
                 return
-            handle = Handle(job.on_start)
+            handle = Handle(job.on_start, job.on_long_run)
             with self._lock:
                 if self._closing:
                     handle.aborted = True

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from collectd_monitor import executor as executor_module
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
 from collectd_monitor.executor import Busy, CommandExecutor, Handle, Job, Outcome, run_command
@@ -134,3 +135,34 @@ def test_pool_rejects_when_queue_is_full_and_aborts_on_shutdown():
     assert sorted(o.code for o in outcomes) == [ResultCode.COMMAND_ABORTED] * 2
     with pytest.raises(Busy):
         pool.submit(Job(shell("true"), outcomes.append))
+
+
+def test_hooks_say_when_a_command_started_and_when_it_runs_long(monkeypatch):
+    monkeypatch.setattr(executor_module, "RUNNING_NOTICE", 0.3)
+    calls: list[tuple[str, str]] = []
+
+    def job(line: str, done: threading.Event) -> Job:
+        return Job(
+            spec=shell(line),
+            on_done=lambda _outcome: done.set(),
+            on_start=lambda: calls.append(("start", line)),
+            on_long_run=lambda: calls.append(("long", line)),
+        )
+
+    pool = CommandExecutor(max_concurrent=2)
+    quick, slow = threading.Event(), threading.Event()
+    pool.submit(job("true", quick))
+    pool.submit(job("sleep 1", slow))
+    assert quick.wait(10) and slow.wait(10)
+    pool.shutdown()
+    assert sorted(calls) == [("long", "sleep 1"), ("start", "sleep 1"), ("start", "true")]
+
+
+def test_a_failing_hook_does_not_lose_the_result():
+    def broken() -> None:
+        raise RuntimeError("hook bug")
+
+    outcome = run_command(
+        shell("echo fine"), timeout=5, max_output=100, handle=Handle(on_start=broken)
+    )
+    assert (outcome.code, outcome.message) == (0, "fine")

@@ -35,7 +35,7 @@ from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
 from collectd_monitor.configwatch import Change, ConfigWatch
 from collectd_monitor.errors import ProtocolError
-from collectd_monitor.executor import Busy, CommandExecutor, Job, Outcome
+from collectd_monitor.executor import RUNNING_NOTICE, Busy, CommandExecutor, Job, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,12 @@ class RemoteAgent:
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
 
-        def started() -> None:  # logged while the command starts up, off the result's path
+        # Both off the result's path: a quick command logs one line, at its end.
+        def started() -> None:
             log.debug("task %s: running %s", task_id, spec.label)
+
+        def long_run() -> None:
+            log.info("task %s: running %s (for %g s now)", task_id, spec.label, RUNNING_NOTICE)
 
         def done(outcome: Outcome) -> None:
             level = logging.INFO if outcome.code == 0 else logging.WARNING
@@ -318,7 +322,9 @@ class RemoteAgent:
             self.publish(command_result(task_id, outcome), reply)
 
         try:
-            self.executor.submit(Job(spec=spec, on_done=done, on_start=started))
+            self.executor.submit(
+                Job(spec=spec, on_done=done, on_start=started, on_long_run=long_run)
+            )
         except Busy as exc:
             raise ProtocolError(ResultCode.BUSY, f"not run: {exc}", task_id) from None
 
