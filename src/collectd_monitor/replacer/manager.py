@@ -89,7 +89,7 @@ def _signal(pid: int, sig: signal.Signals, what: str) -> None:
 def _collectd_child(monitor: int | None, proc: str = "/proc") -> int | None:
     if monitor is None:
         return None
-    children = [pid for pid in children_of(monitor, proc) if process_alive(pid)]
+    children = [pid for pid in children_of(monitor, proc) if process_alive(pid, proc)]
     return children[0] if children else None
 
 
@@ -167,7 +167,7 @@ class InitScriptManager(PidFileManager):
     def pid_file_names(self, pid: int) -> bool:
         recorded = self._recorded()
         if recorded is not None and is_collectdmon(recorded, self.proc):
-            return process_alive(recorded)  # collectdmon removes its pid file when it exits
+            return process_alive(recorded, self.proc)  # collectdmon removes its pid file on exit
         return recorded == pid
 
     def _script(self, action: str) -> None:
@@ -195,7 +195,7 @@ class CollectdmonManager:
 
     def monitor(self) -> int | None:
         pid = read_pid_file(self.paths.pid)
-        if pid is None or not process_alive(pid) or not is_collectdmon(pid, self.proc):
+        if pid is None or not process_alive(pid, self.proc) or not is_collectdmon(pid, self.proc):
             return None
         return pid
 
