@@ -30,8 +30,8 @@ import trace_hook
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collectd_monitor.commands.agent import RemoteAgent
-from collectd_monitor.commands.protocol import encode_command
 from collectd_monitor.commands.client import set_nodelay
+from collectd_monitor.commands.protocol import encode_command
 from collectd_monitor.config import load_config
 from collectd_monitor.executor import CommandExecutor
 from collectd_monitor.testing.sandbox import Broker, Collectd

@@ -79,8 +79,11 @@ class Decider:
         fleet: FleetSettings,
         new_task_id: Callable[[], int],
         observe: Callable[[float, str, str, str, str], None],
+        max_hosts: int = 10_000,
     ) -> None:
         self.limits = FleetLimits(fleet)
+        self.max_hosts = max_hosts
+        """Hosts whose presence is kept at most (a host beyond it counts as reachable)."""
         self.new_task_id = new_task_id
         self.observe = observe
         self.presence: dict[str, Presence] = {}
@@ -91,6 +94,13 @@ class Decider:
     ) -> str | None:
         """Record a host's status; the text to report when it changed, else None."""
         before = self.presence.get(host)
+        if before is None and len(self.presence) >= self.max_hosts:
+            log.error(
+                "MaxHosts %d reached: the status of %s is not kept (it counts as reachable)",
+                self.max_hosts,
+                host,
+            )
+            return None
         self.presence[host] = Presence(online, services if online else None)
         if before is not None and before.online == online:
             return None
