@@ -398,7 +398,11 @@ class CentralEngine:
         dropped: list[tuple[str, memory.SeriesKey]] = []
         forgotten = 0
         for rule in self._rules():
-            forgotten += memory.forget(self.book, rule, self._state[id(rule)], now, dropped)
+            hosts = self._state[id(rule)]
+            gone = memory.forget(self.book, rule, hosts, now, dropped)
+            if gone:
+                self._state[id(rule)] = dict(hosts)  # a dict never shrinks its table
+            forgotten += gone
         watches = self.watches
         for key in memory.identities(dropped):
             watches.pop(key, None)
@@ -410,6 +414,10 @@ class CentralEngine:
                     watches.pop(key, None)
             self.book.refused_hosts = 0
         if dropped or forgotten:
+            # the plugin holds this very dict: copy, clear (frees its table), refill
+            kept = dict(watches)
+            watches.clear()
+            watches.update(kept)
             log.info(
                 "forgot %d series and %d (rule, host) state(s) not heard from for %g s or "
                 "more; %d host(s) kept",

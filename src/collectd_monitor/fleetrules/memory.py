@@ -131,6 +131,8 @@ def forget(
             for key in old:
                 del series[key]
                 dropped.append((host, key))
+            if old and series:
+                state.series = dict(series)  # a dict never shrinks its table
         if idle(state, now, book.forget_after):
             gone.append(host)
     for host in gone:
