@@ -87,6 +87,9 @@ class Decider:
         self.new_task_id = new_task_id
         self.observe = observe
         self.presence: dict[str, Presence] = {}
+        self.suspended: dict[str, set[str]] = {}
+        """rule name -> hosts whose circuit breaker of that rule is open (what
+        :meth:`resume_hosts` looks at, instead of every host)."""
         self.pending: dict[tuple[str, int], Pending] = {}
 
     def status(
@@ -129,6 +132,7 @@ class Decider:
             gate = host_rule.gate = Gate(rule.gate)
         verdict = gate.report(now, True)
         if verdict is Verdict.TRIPPED:
+            self.suspended.setdefault(name, set()).add(host)
             s = gate.settings
             self.observe(now, "suspended", name, host, f"{s.max_runs} runs in {s.window:g} s")
             out.append(notes.suspended(host, name, gate.last_task_id, s))
@@ -209,9 +213,17 @@ class Decider:
         self, name: str, hosts: dict[str, HostRule], now: float, out: list[Note]
     ) -> None:
         """Close the per-host circuit breakers of rule ``name`` that may close."""
-        for host, state in hosts.items():
-            if state.gate is None or not state.gate.try_resume(now):
+        open_ = self.suspended.get(name)
+        if not open_:
+            return
+        for host in list(open_):
+            state = hosts.get(host)
+            if state is None or state.gate is None or not state.gate.suspended:
+                open_.discard(host)  # forgotten, or closed some other way
                 continue
+            if not state.gate.try_resume(now):
+                continue
+            open_.discard(host)
             quiet = state.gate.settings.resume_after
             self.observe(now, "resumed", name, host, f"no fault for {quiet:g} s")
             out.append(notes.resumed(host, name, quiet))
