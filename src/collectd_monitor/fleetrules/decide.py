@@ -87,6 +87,9 @@ class Decider:
         self.new_task_id = new_task_id
         self.observe = observe
         self.presence: dict[str, Presence] = {}
+        self.faulty: dict[str, dict[str, None]] = {}
+        """compiled rule name -> hosts with an open threshold fault (what :meth:`recheck`
+        looks at, instead of every host)."""
         self.suspended: dict[str, set[str]] = {}
         """rule name -> hosts whose circuit breaker of that rule is open (what
         :meth:`resume_hosts` looks at, instead of every host)."""
@@ -157,8 +160,11 @@ class Decider:
             if series in host_rule.open_faults:
                 host_rule.open_faults.discard(series)
                 self.observe(now, "recovered", name, host, where)
+                if not host_rule.open_faults:
+                    self.faulty.get(name, {}).pop(host, None)
         elif series not in host_rule.open_faults:
             host_rule.open_faults.add(series)
+            self.faulty.setdefault(name, {})[host] = None
             self.observe(now, "fault", name, host, where)
 
     def recheck(
@@ -172,8 +178,14 @@ class Decider:
     ) -> None:
         """Report the open faults of a compiled rule to their gates again (its Python
         form does so on every faulty value: a repair is retried after the cooldown)."""
-        for host, host_rule in hosts.items():
-            if host_rule.open_faults and host_rule.judged_at < now:
+        faulty = self.faulty.get(name)
+        if not faulty:
+            return
+        for host in list(faulty):  # in the order their faults opened
+            host_rule = hosts.get(host)
+            if host_rule is None or not host_rule.open_faults:
+                del faulty[host]
+            elif host_rule.judged_at < now:
                 reason = "threshold fault not yet cleared"
                 self.judge(rule, name, host, host_rule, True, now, out, sends, reason)
 

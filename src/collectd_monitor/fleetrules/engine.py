@@ -52,7 +52,7 @@ from collectd_monitor.rules.condition import judged_value, step
 from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
 from collectd_monitor.rules.engine import random_task_id
 from collectd_monitor.rules.index import MetricIndex
-from collectd_monitor.rules.model import Metric, Notice
+from collectd_monitor.rules.model import Metric, Notice, Severity
 from collectd_monitor.rules.threshold import Compiled, Plan
 
 __all__ = ["CentralEngine", "Observer", "Repair"]
@@ -288,6 +288,8 @@ class CentralEngine:
         if value is not None:
             where += f"={value:g}"
         with self._lock:
+            if notice.severity == Severity.OKAY and host not in self._state[id(rule)]:
+                return  # the first value of a series (or one long forgotten): nothing to end
             host_rule = self._host_rule(rule, host, now)
             if host_rule is None:
                 return
