@@ -156,3 +156,23 @@ def test_collectd_conf_central_prints_the_block_and_its_digest(tmp_path: Path, c
     digest = compile_rules(parsed.values, TYPES.get, central=True).digest
     assert f'ThresholdRules "{digest}"' in out
     assert 'Import "collectd_monitor.central"' in out and "collectd_monitor.remote" not in out
+
+
+def test_the_first_okay_of_every_series_keeps_no_state_and_ticks_stay_cheap() -> None:
+    # the threshold plugin reports OKAY for the first value of each series: on a
+    # central with 1 000 hosts that must not make 1 000 (rule, host) states that
+    # every tick then walks
+    fleet = Fleet({"Plugin": "app", "Type": "gauge", "Above": 5})
+    rule = fleet.plan.compiled[0].rule
+    for i in range(1000):
+        fleet.threshold(f"host{i:04d}", Severity.OKAY, 1)
+    assert fleet.engine.host_state(rule, "host0000") is None
+    assert fleet.engine.book.hosts == {}
+    fleet.threshold("host0007", Severity.FAILURE, 9)
+    fleet.engine.on_result("host0007", fleet.sent[0].task_id, 0, "fixed")
+    assert fleet.engine.decider.faulty == {fleet.engine.name(rule): {"host0007": None}}
+    fleet.threshold("host0007", Severity.OKAY, 1)
+    fleet.now[0] += 1
+    fleet.engine.tick()
+    assert fleet.engine.decider.faulty == {fleet.engine.name(rule): {}}
+    assert fleet.engine.host_state(rule, "host0007") is not None  # until forgotten

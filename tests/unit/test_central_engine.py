@@ -306,3 +306,27 @@ def test_test_rules_central_shows_which_host_gets_what(tmp_path: Any, capsys: An
     assert not any(host == "db1" for _, host in events)  # Host "web*"
     assert ["aborted", "*"] in events  # 2 of 2 failed
     assert events.count(["send", "web1"]) == 1  # aborted before its cooldown ended
+
+
+def test_a_hosts_circuit_breaker_opens_and_closes_for_that_host_only() -> None:
+    h = harness(rule(MaxRuns=1, Cooldown=0, ResumeAfter=100))
+    h.value("web1", 9)
+    h.answer(h.sent[0])
+    h.value("web2", 1)
+    h.value("web1", 9)  # a second run within the window: the breaker opens
+    assert len(h.sent) == 1
+    levels = [n.severity for n in h.notes if n.host == "web1"]
+    assert levels[-1] == Severity.FAILURE
+    h.engine.tick()
+    before = len(h.notes)
+    h.value("web1", 1)  # 10 s after the last fault
+    h.now[0] += 85
+    h.engine.tick()
+    assert len(h.notes) == before  # not quiet for 100 s yet
+    h.now[0] += 10
+    h.engine.tick()
+    assert [n.host for n in h.notes[before:]] == ["web1"]
+    assert h.notes[-1].severity == Severity.OKAY
+    assert "circuit breaker closed" in json.loads(h.notes[-1].message)["message"]
+    h.value("web1", 9)
+    assert [r.host for r in h.sent] == ["web1", "web1"]

@@ -79,11 +79,20 @@ class Decider:
         fleet: FleetSettings,
         new_task_id: Callable[[], int],
         observe: Callable[[float, str, str, str, str], None],
+        max_hosts: int = 10_000,
     ) -> None:
         self.limits = FleetLimits(fleet)
+        self.max_hosts = max_hosts
+        """Hosts whose presence is kept at most (a host beyond it counts as reachable)."""
         self.new_task_id = new_task_id
         self.observe = observe
         self.presence: dict[str, Presence] = {}
+        self.faulty: dict[str, dict[str, None]] = {}
+        """compiled rule name -> hosts with an open threshold fault (what :meth:`recheck`
+        looks at, instead of every host)."""
+        self.suspended: dict[str, set[str]] = {}
+        """rule name -> hosts whose circuit breaker of that rule is open (what
+        :meth:`resume_hosts` looks at, instead of every host)."""
         self.pending: dict[tuple[str, int], Pending] = {}
 
     def status(
@@ -91,6 +100,13 @@ class Decider:
     ) -> str | None:
         """Record a host's status; the text to report when it changed, else None."""
         before = self.presence.get(host)
+        if before is None and len(self.presence) >= self.max_hosts:
+            log.error(
+                "MaxHosts %d reached: the status of %s is not kept (it counts as reachable)",
+                self.max_hosts,
+                host,
+            )
+            return None
         self.presence[host] = Presence(online, services if online else None)
         if before is not None and before.online == online:
             return None
@@ -119,6 +135,7 @@ class Decider:
             gate = host_rule.gate = Gate(rule.gate)
         verdict = gate.report(now, True)
         if verdict is Verdict.TRIPPED:
+            self.suspended.setdefault(name, set()).add(host)
             s = gate.settings
             self.observe(now, "suspended", name, host, f"{s.max_runs} runs in {s.window:g} s")
             out.append(notes.suspended(host, name, gate.last_task_id, s))
@@ -143,8 +160,11 @@ class Decider:
             if series in host_rule.open_faults:
                 host_rule.open_faults.discard(series)
                 self.observe(now, "recovered", name, host, where)
+                if not host_rule.open_faults:
+                    self.faulty.get(name, {}).pop(host, None)
         elif series not in host_rule.open_faults:
             host_rule.open_faults.add(series)
+            self.faulty.setdefault(name, {})[host] = None
             self.observe(now, "fault", name, host, where)
 
     def recheck(
@@ -158,8 +178,14 @@ class Decider:
     ) -> None:
         """Report the open faults of a compiled rule to their gates again (its Python
         form does so on every faulty value: a repair is retried after the cooldown)."""
-        for host, host_rule in hosts.items():
-            if host_rule.open_faults and host_rule.judged_at < now:
+        faulty = self.faulty.get(name)
+        if not faulty:
+            return
+        for host in list(faulty):  # in the order their faults opened
+            host_rule = hosts.get(host)
+            if host_rule is None or not host_rule.open_faults:
+                del faulty[host]
+            elif host_rule.judged_at < now:
                 reason = "threshold fault not yet cleared"
                 self.judge(rule, name, host, host_rule, True, now, out, sends, reason)
 
@@ -199,9 +225,17 @@ class Decider:
         self, name: str, hosts: dict[str, HostRule], now: float, out: list[Note]
     ) -> None:
         """Close the per-host circuit breakers of rule ``name`` that may close."""
-        for host, state in hosts.items():
-            if state.gate is None or not state.gate.try_resume(now):
+        open_ = self.suspended.get(name)
+        if not open_:
+            return
+        for host in list(open_):
+            state = hosts.get(host)
+            if state is None or state.gate is None or not state.gate.suspended:
+                open_.discard(host)  # forgotten, or closed some other way
                 continue
+            if not state.gate.try_resume(now):
+                continue
+            open_.discard(host)
             quiet = state.gate.settings.resume_after
             self.observe(now, "resumed", name, host, f"no fault for {quiet:g} s")
             out.append(notes.resumed(host, name, quiet))

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.fleet.history import RequestRecord, ResultRecord
-from collectd_monitor.fleetrules import notes
+from collectd_monitor.fleetrules import memory, notes
 from collectd_monitor.fleetrules.decide import Decider, HostRule, Observer, Pending, Repair
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import CentralSettings
@@ -52,7 +52,7 @@ from collectd_monitor.rules.condition import judged_value, step
 from collectd_monitor.rules.declarative import NotificationRule, RuleSet, ValueRule
 from collectd_monitor.rules.engine import random_task_id
 from collectd_monitor.rules.index import MetricIndex
-from collectd_monitor.rules.model import Metric, Notice
+from collectd_monitor.rules.model import Metric, Notice, Severity
 from collectd_monitor.rules.threshold import Compiled, Plan
 
 __all__ = ["CentralEngine", "Observer", "Repair"]
@@ -94,7 +94,7 @@ class CentralEngine:
         self.python_rules = tuple(r for r in rules.values if id(r) not in compiled)
         """The value rules judged here, value by value; the rest are the threshold plugin's."""
         self.index = MetricIndex(self.python_rules)
-        self.decider = Decider(settings.fleet, new_task_id, self._observe)
+        self.decider = Decider(settings.fleet, new_task_id, self._observe, settings.max_hosts)
         self.limits = self.decider.limits
         prefix = os.path.basename(source) if source else "config.json"
         self._names: dict[int, str] = {id(r): f"{prefix}::metric::{r.name}" for r in rules.values}
@@ -107,6 +107,9 @@ class CentralEngine:
         """identity -> what judges its values (:meth:`watch`); cleared, never replaced."""
         self._compiled = CompiledIndex(self.plan, MAX_WATCHED)
         self._next_scan: dict[int, float] = {}
+        self.book = memory.StateBook(settings.max_hosts, settings.forget_after)
+        """Hosts with rule state, the caps (``MaxHosts``) and what forgetting needs."""
+        self._next_sweep = clock() + self.book.sweep_every
         self._lock = threading.Lock()
 
     def _rules(self) -> tuple[ValueRule | NotificationRule, ...]:
@@ -146,8 +149,14 @@ class CentralEngine:
         if rules:
             now = self.clock()
             with self._lock:
-                hosts = [(r, self.name(r), self._host_rule(r, key[0])) for r in rules]
-                items = watched_items(hosts, key, dsnames, dstypes, size, now)
+                hosts: list[tuple[ValueRule, str, HostRule]] = []
+                for r in rules:
+                    host_rule = self._host_rule(r, key[0], now)
+                    if host_rule is not None:
+                        hosts.append((r, self.name(r), host_rule))
+                items, full = watched_items(hosts, key, dsnames, dstypes, size, now)
+                for name in full:
+                    self.book.series_full(name, key[0], now)
         found = Watch(key, size, dsnames, dstypes, items)
         if len(self.watches) >= MAX_WATCHED:
             self.watches.clear()
@@ -251,7 +260,10 @@ class CentralEngine:
                     continue
                 if rule.message is not None and not rule.message.matches(notice.message):
                     continue
-                host_rule = self._host_rule(rule, notice.host)
+                host_rule = self._host_rule(rule, notice.host, now)
+                if host_rule is None:
+                    continue
+                host_rule.judged_at = now
                 self.decider.notification(
                     rule, self.name(rule), host_rule, notice, key, now, out, sends
                 )
@@ -276,7 +288,11 @@ class CentralEngine:
         if value is not None:
             where += f"={value:g}"
         with self._lock:
-            host_rule = self._host_rule(rule, host)
+            if notice.severity == Severity.OKAY and host not in self._state[id(rule)]:
+                return  # the first value of a series (or one long forgotten): nothing to end
+            host_rule = self._host_rule(rule, host, now)
+            if host_rule is None:
+                return
             self.decider.threshold(rule, name, host, host_rule, series, notice.severity, now, where)
             fault = bool(host_rule.open_faults)
             self.decider.judge(rule, name, host, host_rule, fault, now, out, sends, where)
@@ -350,6 +366,9 @@ class CentralEngine:
                 hosts = self._state[id(item.rule)]
                 self.decider.recheck(item.rule, self.name(item.rule), hosts, now, out, sends)
             self._resume(now, out)
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.book.sweep_every
+                self._sweep(now)
         self._flush(out, sends)
         for pending in timed_out:
             repair = pending.repair
@@ -362,12 +381,53 @@ class CentralEngine:
         for rule_id, name in self._names.items():
             self.decider.resume_hosts(name, self._state[rule_id], now, out)
 
-    def _host_rule(self, rule: ValueRule | NotificationRule, host: str) -> HostRule:
+    def _host_rule(
+        self, rule: ValueRule | NotificationRule, host: str, now: float
+    ) -> HostRule | None:
+        """The state of ``rule`` on ``host``, made when new; None when ``MaxHosts`` is
+        reached and ``host`` is not one of the hosts kept."""
         hosts = self._state[id(rule)]
         state = hosts.get(host)
         if state is None:
+            if not self.book.admit(host, now):
+                return None
             state = hosts[host] = HostRule()
         return state
+
+    def _sweep(self, now: float) -> None:
+        """Forget the state of hosts (and series) gone silent (:mod:`.memory`); drop the
+        remembered identities that point at it, so a host that comes back starts afresh."""
+        dropped: list[tuple[str, memory.SeriesKey]] = []
+        forgotten = 0
+        for rule in self._rules():
+            hosts = self._state[id(rule)]
+            gone = memory.forget(self.book, rule, hosts, now, dropped)
+            if gone:
+                self._state[id(rule)] = dict(hosts)  # a dict never shrinks its table
+            forgotten += gone
+        watches = self.watches
+        for key in memory.identities(dropped):
+            watches.pop(key, None)
+        if self.book.refused_hosts and forgotten:
+            # hosts turned away by MaxHosts were remembered with nothing to judge
+            for key in list(watches):
+                found = watches.get(key)
+                if found is not None and not found.items:
+                    watches.pop(key, None)
+            self.book.refused_hosts = 0
+        if dropped or forgotten:
+            # the plugin holds this very dict: copy, clear (frees its table), refill
+            kept = dict(watches)
+            watches.clear()
+            watches.update(kept)
+            log.info(
+                "forgot %d series and %d (rule, host) state(s) not heard from for %g s or "
+                "more; %d host(s) kept",
+                len(dropped),
+                forgotten,
+                self.book.forget_after,
+                len(self.book.hosts),
+            )
 
     # -- output --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ plugin's (``Host``, ``User``, ``Password``, ``Secure``, ``CAFile``, ``QoS``,
     "StatusTopicTemplate": "collectd-monitor/{host}/status",
     "ResultTimeout": 60,
     "History": "sqlite:///var/lib/collectd-monitor/central.sqlite3",
+    "MaxHosts": 10000, "ForgetAfter": 3600,
     "Fleet": {"MaxConcurrentHosts": 10, "MaxHostsPerWindow": 10, "Window": 600,
               "AbortFailureRatio": 0.5, "AbortMinRepairs": 3, "ResumeAfter": 1800},
     "Security": {"SigningKey": {"File": "keys/central.key"}, "KeyId": "central"}
@@ -43,6 +44,8 @@ CENTRAL_KEYS = (
     "ResultTimeout",
     "History",
     "Fleet",
+    "MaxHosts",
+    "ForgetAfter",
 )
 SIGNING_KEYS = ("SigningKey", "KeyId")
 FLEET_KEYS = (
@@ -116,6 +119,11 @@ class CentralSettings:
     history: str | None = None
     fleet: FleetSettings = field(default_factory=FleetSettings)
     signer: Signer | None = field(default=None, repr=False)
+    max_hosts: int = 10_000
+    """Hosts whose rule state is kept at most; a new host beyond it is not judged (logged)."""
+    forget_after: float = 3600.0
+    """Seconds without a value or notification of a host after which its rule state
+    is dropped (for a rule with ``Missing``, at least 3 times its missing-data timeout)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,8 @@ def parse_central(
             resume_after=fleet.get("ResumeAfter", number(minimum=0), base.resume_after),
         ),
         signer=_signer(Section(signing, source=source, path="Security"), source),
+        max_hosts=top.get("MaxHosts", integer(minimum=1), CentralSettings.max_hosts),
+        forget_after=top.get("ForgetAfter", number(above=0), CentralSettings.forget_after),
     )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collectd_monitor.fleetrules.decide import HostRule
+from collectd_monitor.fleetrules.memory import MAX_SERIES
 from collectd_monitor.rules.condition import SeriesState
 from collectd_monitor.rules.declarative import ValueRule
 from collectd_monitor.rules.threshold import Compiled, Plan
@@ -83,18 +84,24 @@ def watched_items(
     dstypes: Sequence[str],
     size: int,
     now: float,
-) -> tuple[Watched, ...]:
+) -> tuple[tuple[Watched, ...], list[str]]:
     """An entry per (rule, data source) for ``rules`` (each with its name and its state
-    on the identity's host) over a value list of ``size`` values."""
+    on the identity's host) over a value list of ``size`` values; and the names of the
+    rules that could not keep a new series (:data:`~.memory.MAX_SERIES` reached)."""
     items: list[Watched] = []
+    full: list[str] = []
     for rule, name, host_rule in rules:
         for i in range(size):
             dsname = dsnames[i] if i < len(dsnames) else str(i)
             if rule.data_source is not None and not rule.data_source.matches(dsname):
                 continue
             dstype = dstypes[i] if i < len(dstypes) else "gauge"
-            items.append(watched(rule, name, host_rule, key, i, dsname, dstype, now))
-    return tuple(items)
+            item = watched(rule, name, host_rule, key, i, dsname, dstype, now)
+            if item is None:
+                full.append(name)
+            else:
+                items.append(item)
+    return tuple(items), full
 
 
 def watched(
@@ -106,12 +113,15 @@ def watched(
     dsname: str,
     dstype: str,
     now: float,
-) -> Watched:
+) -> Watched | None:
     """The entry for ``rule`` on data source ``index`` of ``key``, with its series state
-    (made here the first time the series is seen, as a value would)."""
+    (made here the first time the series is seen, as a value would); None for a new
+    series when the host already has :data:`~.memory.MAX_SERIES` of this rule."""
     series = (*key[1:], dsname)
     state = host_rule.series.get(series)
     if state is None:
+        if len(host_rule.series) >= MAX_SERIES:
+            return None
         state = host_rule.series[series] = SeriesState(last_seen=now, interval=rule.interval)
     return Watched(
         rule,
