@@ -17,6 +17,8 @@ DEFAULT_TLS_PORT = 8883
 
 @dataclass(frozen=True)
 class BrokerSettings:
+    """Where the broker is and how to talk to it."""
+
     host: str = "localhost"
     port: int = DEFAULT_PORT
     user: str | None = None

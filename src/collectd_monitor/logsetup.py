@@ -9,7 +9,6 @@ escapes control characters, so every record is exactly one line.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import re
 import sys
 from collections.abc import Iterable
@@ -137,7 +136,9 @@ def configure(
         handler = logging.StreamHandler(sys.stdout)
         fmt = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
     elif device == "syslog":
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        from logging.handlers import SysLogHandler  # here: it brings pickle, queue and more
+
+        handler = SysLogHandler(address="/dev/log")
         fmt = "collectd-monitor[%(process)d]: %(name)s: %(message)s"
     elif collectd is not None:
         handler = CollectdHandler(collectd, debug_as_info=level == "debug")

@@ -248,3 +248,29 @@ def test_test_rules_reports_bad_lines_and_broken_rules(tmp_path, capsys):
     series.write_text("PUTVAL nonsense 1:2\n")
     assert main(["test-rules", "--config", str(config), str(series)]) == 2
     assert "line 1: identifier 'nonsense'" in capsys.readouterr().err
+
+
+def test_an_open_breaker_closes_on_ticks_alone():
+    rules = {
+        "Values": [
+            {"Name": "a", "Plugin": "app", "Above": 5, "Action": ACTION, "Cooldown": 0,
+             "MaxRuns": 1, "Window": 600, "ResumeAfter": 30},
+            {"Name": "b", "Plugin": "other", "Above": 5, "Action": ACTION},
+        ]
+    }  # fmt: skip
+    h = Harness(rules)
+    h.value(10)
+    h.finish()
+    h.now += 1
+    h.value(10)  # a second run within the window: the breaker opens
+    assert ("suspended", "config.json::metric::a") in h.events
+    h.now += 10
+    h.engine.tick()
+    assert ("resumed", "config.json::metric::a") not in h.events
+    h.now += 30
+    h.engine.tick()  # no value since: quiet long enough
+    assert h.events[-1] == ("resumed", "config.json::metric::a")
+    assert "circuit breaker closed" in h.emitted[-1].message
+    h.now += 1
+    h.value(10)  # active again: runs
+    assert len(h.pending) == 1

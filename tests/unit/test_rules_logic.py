@@ -290,5 +290,82 @@ def test_index_lookup_does_not_scan_the_rules_again():
     index = MetricIndex(rules)
     assert index.rules_for(values(plugin="app", pi="i500")) == (rules[500],)
     index.rules = ()  # the cache answers from now on
-    index._by_plugin = {}
+    index._groups = {}
     assert index.rules_for(values(plugin="app", pi="i500")) == (rules[500],)
+
+
+def bench_shaped(count):
+    """Rules naming host, plugin and type exactly, as bench/bench_local.py makes them."""
+    return [
+        rule(
+            name=f"r{i}",
+            above=1,
+            selector=Selector(
+                host=Pattern(f"host{i:04d}"),
+                plugin=Pattern(f"plugin{i % 20:03d}"),
+                type=Pattern("gauge"),
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def test_index_turns_away_on_every_field_all_rules_name_exactly():
+    rules = bench_shaped(1000)
+    index = MetricIndex(rules)
+    assert index.fields == ("host", "plugin", "type")
+    assert len(index.plugins or ()) == 20
+    assert index.rules_for(values("plugin003", "gauge", "host0003", ti="x")) == (rules[3],)
+    # plugin and host are both named by some rule, but not together: turned away, not cached
+    assert index.rules_for(values("plugin004", "gauge", "host0003", ti="x")) == ()
+    assert index.rules_for(values("plugin003", "counter", "host0003", ti="x")) == ()
+    assert index._cache == {("host0003", "plugin003", "", "gauge", "x"): (rules[3],)}
+
+
+def test_glob_selectors_still_match_next_to_exact_ones():
+    exact = rule(name="e", above=1, selector=Selector(plugin=Pattern("cpu"), type=Pattern("x")))
+    glob_type = rule(
+        name="g", above=1, selector=Selector(plugin=Pattern("cpu"), type=Pattern("p*"))
+    )
+    glob_all = rule(name="w", above=1, selector=Selector(type_instance=Pattern("idle?")))
+    index = MetricIndex([exact, glob_type, glob_all])
+    assert index.fields == () and index.plugins is None
+    assert index.rules_for(values("cpu", "percent", ti="idle1")) == (glob_type, glob_all)
+    assert index.rules_for(values("cpu", "x", ti="idle")) == (exact,)
+    assert index.rules_for(values("disk", "x", ti="idle2")) == (glob_all,)
+    only_cpu = MetricIndex([exact, glob_type])
+    assert only_cpu.fields == ("plugin",) and only_cpu.plugins == {"cpu"}
+    assert only_cpu.rules_for(values("cpu", "pct")) == (glob_type,)
+    assert only_cpu.rules_for(values("disk", "pct")) == ()
+
+
+def test_rules_naming_their_plugin_come_before_wildcard_plugins():
+    wild = rule(name="w", above=1, selector=Selector(plugin=Pattern("c*")))
+    named = rule(name="n", above=1, selector=Selector(plugin=Pattern("cpu")))
+    assert MetricIndex([wild, named]).rules_for(values("cpu")) == (named, wild)
+
+
+def test_a_new_series_after_many_others_is_matched():
+    rules = bench_shaped(100)
+    index = MetricIndex(rules)
+    for n in range(5000):
+        index.rules_for(values(f"plugin{n % 20:03d}", "gauge", f"host{n % 10:04d}", ti=f"t{n}"))
+    assert index.rules_for(values("plugin007", "gauge", "host0007", ti="new")) == (rules[7],)
+    assert index.rules_for(values("plugin007", "gauge", "host0007", pi="i", ti="new")) == (
+        rules[7],
+    )
+
+
+def test_the_identity_cache_stays_bounded():
+    rules = [rule(name="a", above=1, selector=Selector(plugin=Pattern("app")))]
+    index = MetricIndex(rules, max_cached=100)
+    for n in range(1000):
+        assert index.rules_for(values("app", ti=f"t{n}")) == (rules[0],)
+        assert len(index._cache) <= 100
+
+
+def test_an_index_without_rules_turns_everything_away():
+    index = MetricIndex([])
+    assert index.plugins == frozenset()
+    assert index.rules_for(values()) == ()
+    assert index._cache == {}

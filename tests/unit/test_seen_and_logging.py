@@ -37,3 +37,21 @@ def test_collectd_handler_masks_secrets_everywhere():
     assert any(level == "error" and "bad ********" in text for level, text in fake.lines)
     assert ("info", "collectd_monitor.test: debug line") in fake.lines
     logger.handlers.clear()
+
+
+def test_syslog_device_gets_a_syslog_handler():
+    import logging
+    import logging.handlers
+
+    from collectd_monitor import logsetup
+
+    logger = logsetup.configure("syslog")
+    try:
+        ours = [h for h in logger.handlers if getattr(h, "_collectd_monitor", False)]
+        assert [type(h) for h in ours] == [logging.handlers.SysLogHandler]
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)

@@ -54,6 +54,8 @@ def parse_timestamp(text: str) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Request:
+    """A decoded message on a command topic."""
+
     task_id: int
     timestamp: str
     fields: Mapping[str, Any] = field(repr=False, compare=False)
@@ -66,17 +68,23 @@ class Request:
 
 @dataclass(frozen=True)
 class CommandRequest(Request):
+    """Run a service's command."""
+
     service: str = ""
     command: str = ""
 
 
 @dataclass(frozen=True)
 class ConfigRequest(Request):
+    """Replace collectd.conf."""
+
     config: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
 class Result:
+    """A message on a result topic."""
+
     task_id: TaskId
     code: int
     message: str

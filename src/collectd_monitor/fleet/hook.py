@@ -3,13 +3,18 @@
 A history that cannot be written costs a warning on stderr, never the
 sender's result or exit status. The history modules (and with them sqlite3
 or psycopg) are imported only when something is recorded: not with
-``--no-history``, and not by parsing the options.
+``--no-history``, and not by parsing the options. When something is
+recorded, opening the history and writing the request happen on a thread of
+their own while the request goes out and its result is awaited (time the
+process would otherwise spend waiting); the result is written once both are
+done.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -127,21 +132,34 @@ def recorded(
     if isinstance(to, list | tuple):
         to = to[0] if len(to) == 1 else None
     host = to if isinstance(to, str) and to else host_of(topic)
-    journal = _Journal(getattr(args, "history", None))
+    url = getattr(args, "history", None)
     task_id = int(payload["task_id"])
     sent_at = time.time()
-    journal.write(
-        lambda h: h.record_request(request_record(payload, host, sent_at, sender_identity()))
-    )
+    opened: list[_Journal] = []
+
+    def open_and_record() -> None:
+        journal = _Journal(url)
+        journal.write(
+            lambda h: h.record_request(request_record(payload, host, sent_at, sender_identity()))
+        )
+        opened.append(journal)
+
+    # not a daemon: a process interrupted while it waits still records its request
+    opener = threading.Thread(target=open_and_record, name="history")
+    opener.start()
     started = time.monotonic()
     try:
         result = request()
     except (ResultTimeout, TransportError) as exc:
         note = str(exc) if isinstance(exc, ResultTimeout) else f"not sent: {exc}"
-        journal.result(task_id, host, None, note)
-        journal.close()
+        opener.join()
+        for journal in opened:
+            journal.result(task_id, host, None, note)
+            journal.close()
         raise
     duration = time.monotonic() - started
-    journal.result(task_id, host, result.code, result.message, time.time(), duration)
-    journal.close()
+    opener.join()
+    for journal in opened:
+        journal.result(task_id, host, result.code, result.message, time.time(), duration)
+        journal.close()
     return result

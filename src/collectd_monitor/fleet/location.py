@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from collectd_monitor.errors import MonitorError
+
+if TYPE_CHECKING:
+    from pathlib import Path  # imported where used: send-command parses its options without it
 
 HISTORY_ENV = "COLLECTD_MONITOR_HISTORY"
 SQLITE_NAME = "history.sqlite3"
@@ -38,6 +41,8 @@ class Location:
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_STATE_HOME/collectd-monitor/history.sqlite3`` (``~/.local/state`` by default)."""
+    from pathlib import Path
+
     env = os.environ if environ is None else environ
     state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "collectd-monitor" / SQLITE_NAME

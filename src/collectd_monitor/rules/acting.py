@@ -69,6 +69,8 @@ class Acting:
         )
         self._lock = threading.RLock()
         self._errors: dict[str, tuple[float, int]] = {}
+        self._suspended: dict[int, Entry] = {}
+        """The entries whose circuit breaker is open (by id): all that ticks must look at."""
 
     # -- gates and runs --------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class Acting:
                 runs.append((entry, claim))
 
     def _suspend(self, entry: Entry, now: float, out: list[Outgoing]) -> None:
+        self._suspended[id(entry)] = entry
         s = entry.gate.settings
         log.warning(
             "%s: %d runs within %g s; suspended until no fault for %g s",
@@ -116,6 +119,7 @@ class Acting:
 
     def _maybe_resume(self, entry: Entry, now: float, out: list[Outgoing]) -> None:
         if entry.gate.try_resume(now):
+            self._suspended.pop(id(entry), None)
             quiet = entry.gate.settings.resume_after
             log.info("%s: no fault for %g s; circuit breaker closed", entry.name, quiet)
             self._note(now, "resumed", entry.name, f"no fault for {quiet:g} s")

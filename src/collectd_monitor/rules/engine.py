@@ -76,6 +76,7 @@ class Engine(Acting):
         compiled = {id(item.rule) for item in self.plan.compiled}
         self.python_rules = tuple(r for r in rules.values if id(r) not in compiled)
         """The value rules judged here, on values; the rest are the threshold plugin's."""
+        self._missing_rules = tuple(r for r in self.python_rules if r.missing is not None)
         self._compiled_names: dict[tuple[str, ...], Compiled | None] = {}
         self.rules = rules
         self.files = files
@@ -263,17 +264,17 @@ class Engine(Acting):
         runs: list[EntryRun] = []
         out: list[Outgoing] = []
         with self._lock:
-            for rule in self.python_rules:
-                if rule.missing is not None:
-                    self._missing(rule, now, runs, out)
+            for rule in self._missing_rules:
+                self._missing(rule, now, runs, out)
             for note_rule in self.rules.notifications:
                 entry = self._entries[id(note_rule)]
                 if entry.open_faults:
                     self._judge(entry, True, now, runs, out, "fault notification not yet cleared")
             if compiled:
                 self._recheck_compiled(now, runs, out)
-            for entry in self._entries.values():
-                self._maybe_resume(entry, now, out)
+            if self._suspended:  # no breaker open (the usual case): no entry to look at
+                for entry in self._entries.values():
+                    self._maybe_resume(entry, now, out)
         self._flush(runs, out)
 
     def recheck_compiled(self) -> None:
@@ -322,6 +323,9 @@ class Engine(Acting):
                 state.missing = False
                 continue
             fault = step(rule, state, value)
+            if not fault and not was:
+                self._judge(entry, False, now, runs, out, "")  # the common case: no text
+                continue
             where = f"{metric.identity} {dsname}={value:g}"
             if fault and not was:
                 self._note(now, "fault", entry.name, where)

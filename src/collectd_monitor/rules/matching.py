@@ -56,8 +56,11 @@ class Selector:
                 return False
         return True
 
-    def exact_plugin(self) -> str | None:
-        """The plugin this selector is limited to, or None when it takes several."""
-        if self.plugin is None or self.plugin.wild:
-            return None
-        return self.plugin.text
+    def exact_fields(self) -> dict[str, str]:
+        """Field name -> value, for the fields this selector names without a wildcard."""
+        found = {}
+        for name in ("host", "plugin", "plugin_instance", "type", "type_instance"):
+            pattern: Pattern | None = getattr(self, name)
+            if pattern is not None and not pattern.wild:
+                found[name] = pattern.text
+        return found
