@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_central.py [--hosts 1000] [--values 50] [--interval 10]
                                             [--seconds 10] [--faulty 10] [--rows ...]
+                                            [--write-threads N]
 
 collectd-tg (Debian's collectd-utils) plays ``--hosts`` hosts sending
 ``--values`` value lists each every ``--interval`` seconds (1 000 x 50 / 10 s
@@ -27,6 +28,10 @@ against and the goal:
 * an empty Python write callback: the floor of Python rules;
 * central, Python rules (1 rule over every value; 50 rules with hits and
   missing data): goal <= 1.1x the empty write callback.
+
+``--write-threads 1`` runs every row with collectd's ``WriteThreads 1``: with
+collectd's default of 5, the write threads take turns on Python's GIL and an
+empty Python callback costs about twice the CPU per value.
 
 Then the rule state memory: the central engine, in this process, is fed one
 round of every host's values and ``tracemalloc`` tells the bytes it keeps,
@@ -144,7 +149,8 @@ def run_row(
         modules["collectd_monitor.central"] = options
     port = free_port()
     sock = directory / "sock"
-    conf = textwrap.dedent(f"""
+    conf = f"WriteThreads {args.write_threads}\n" if args.write_threads else ""
+    conf += textwrap.dedent(f"""
         LoadPlugin unixsock
         <Plugin unixsock>
           SocketFile "{sock}"
@@ -256,6 +262,12 @@ def main() -> None:
     parser.add_argument("--faulty", type=int, default=10, help="hosts whose rates cross")
     parser.add_argument(
         "--rows", default="", help="comma-separated row numbers to run (default: all; 0-5)"
+    )
+    parser.add_argument(
+        "--write-threads",
+        type=int,
+        default=0,
+        help="collectd's WriteThreads for every row (default: collectd's own, 5)",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cm-bench-central-"))

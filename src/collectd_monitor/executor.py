@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
 _DRAIN_AFTER_EXIT = 0.5
+_Selector = getattr(selectors, "PollSelector", selectors.SelectSelector)
+"""poll(2): one system call per wait. An epoll set would cost three more
+(create, register, close) for a selector that lives as long as one command."""
 RUNNING_NOTICE = 1.0
 """Seconds after which a command still running is reported (``Job.on_long_run``)."""
 """How long to keep reading after the command exited while a background child
@@ -272,7 +275,7 @@ def _collect(
     exited_at: float | None = None
     streams = 2
     try:
-        with selectors.DefaultSelector() as selector:
+        with _Selector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ, out)
             selector.register(proc.stderr, selectors.EVENT_READ, err)
             if pidfd is not None:

@@ -198,11 +198,20 @@ class Decider:
         out: list[Note],
         sends: list[Repair],
     ) -> None:
-        """Scan every host's series of ``rule`` for missing data."""
+        """Scan every host's series of ``rule`` for missing data.
+
+        The test of :func:`is_missing`, inlined: this loop visits every series of
+        the fleet. A value resets ``state.missing``, so only a silent series is
+        written to.
+        """
+        periods = rule.missing
+        if periods is None:
+            return
         for host, host_rule in hosts.items():
             for key, state in host_rule.series.items():
-                if not is_missing(rule, state, now):
+                if now - state.last_seen <= periods * state.interval:
                     continue
+                state.missing = True
                 what = f"no value from {host} {'/'.join(k for k in key if k)} for "
                 what += f"{now - state.last_seen:.3g} s"
                 if not host_rule.silent:
