@@ -23,7 +23,7 @@ from collectd_monitor.fleetrules import notes
 from collectd_monitor.fleetrules.limits import FleetLimits
 from collectd_monitor.fleetrules.notes import Note
 from collectd_monitor.fleetrules.settings import FleetSettings
-from collectd_monitor.rules.condition import SeriesState, is_missing
+from collectd_monitor.rules.condition import SeriesState
 from collectd_monitor.rules.declarative import NotificationRule, ValueRule
 from collectd_monitor.rules.gate import Gate, Verdict
 from collectd_monitor.rules.model import Action, Notice, Severity
