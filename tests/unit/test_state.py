@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 
+from collectd_monitor.commands import journal as journal_module
 from collectd_monitor.commands.outbox import QUARANTINE, Outbox, waiting
 from collectd_monitor.commands.seen import SeenTasks
 
@@ -171,3 +173,45 @@ def test_the_digest_ignores_the_signature_key_order_and_whitespace():
     signed = {**body, "signature": {"alg": "hmac-sha256", "key_id": "k", "value": "AAAA"}}
     assert message_digest(body) == message_digest(reordered) == message_digest(signed)
     assert message_digest(body) != message_digest({**body, "command": "other"})
+
+
+def test_a_journal_of_mostly_acknowledged_lines_is_rewritten_with_the_waiting_ones(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(journal_module, "MAX_BYTES", 2000)
+    box = Outbox(tmp_path / "outbox")
+    kept = box.put("t/r", b"kept")  # stays unacknowledged throughout
+    for n in range(100):
+        box.remove(box.put("t/r", b"%03d" % n))
+    (path,) = (tmp_path / "outbox").glob("journal-*.jsonl")
+    assert path.stat().st_size <= 2000 + 200  # rewritten, not grown to ~10 KB
+    assert [payload for _, payload in waiting(tmp_path / "outbox")] == [b"kept"]
+    assert [e.name for e in box.pending()] == [kept.name]
+    box.close()
+    assert [e.payload for e in Outbox(tmp_path / "outbox").pending()] == [b"kept"]
+
+
+def test_a_journal_of_waiting_results_is_not_rewritten_again_and_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "MAX_BYTES", 2000)
+    box = Outbox(tmp_path / "outbox")
+    names = {path.name for path in (tmp_path / "outbox").glob("journal-*.jsonl")}
+    for n in range(100):  # the broker is away: everything waits, nothing to drop
+        box.put("t/r", b"%03d" % n)
+    assert {path.name for path in (tmp_path / "outbox").glob("journal-*.jsonl")} == names
+    assert len(waiting(tmp_path / "outbox")) == 100
+    box.close()
+
+
+def test_without_a_journal_each_result_is_a_file_of_its_own(tmp_path, monkeypatch, caplog):
+    def refuse(*_args):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(journal_module.fcntl, "flock", refuse)
+    with caplog.at_level(logging.WARNING):
+        box = Outbox(tmp_path / "outbox")
+    assert "cannot keep an outbox journal" in caplog.text
+    entry = box.put("t/r", b"one")
+    assert (tmp_path / "outbox" / entry.name).exists()
+    box.remove(entry)
+    assert not (tmp_path / "outbox" / entry.name).exists()
+    box.close()

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,10 @@ class Journal:
         """The results written here and not yet acknowledged, by entry name."""
         self._dirty = False
         self._size = 0
+        self._live_bytes = 0
+        """The size the waiting results' lines take: what a rewrite would keep."""
+        self._fd_lock = threading.Lock()
+        """Held to swap the descriptor (a rewrite) and to borrow it (a sync)."""
         self.path, self._fd = self._create()
 
     def _create(self) -> tuple[Path, int]:
@@ -79,27 +84,29 @@ class Journal:
             os.close(fd)
             raise
         sync_directory(self.directory)  # the journal's name survives a power loss
-        self._size = 0
         return path, fd
 
     def append(self, name: str, topic: str, payload: bytes) -> None:
         """Keep a result (page cache); OSError when the disk refuses it."""
         line = _line(name, topic, payload)
-        if self._size + len(line) > MAX_BYTES and self.live:
-            self._rotate()
+        if self._size > MAX_BYTES and self._size > 2 * self._live_bytes:
+            self._rotate()  # mostly acknowledgements and their results by now
         self._write(line)
         self.live[name] = (topic, payload)
+        self._live_bytes += len(line)
 
     def settle(self, name: str) -> bool:
         """Forget ``name`` (acknowledged or moved aside); False if it is not here."""
-        if self.live.pop(name, None) is None:
+        record = self.live.pop(name, None)
+        if record is None:
             return False
+        self._live_bytes -= len(_line(name, *record))
         try:
             if self.live:
                 self._write(_done(name))
             else:  # nothing waits: start over (the common case on a healthy link)
                 os.ftruncate(self._fd, 0)
-                self._size = 0
+                self._size = self._live_bytes = 0
         except OSError as exc:  # published again after a restart: senders de-duplicate
             log.warning("cannot note the delivery of %s in %s: %s", name, self.path, exc)
         return True
@@ -114,25 +121,33 @@ class Journal:
     def _rotate(self) -> None:
         """Carry the waiting results over to a new journal, then drop the old one."""
         old_path, old_fd = self.path, self._fd
-        self.path, self._fd = self._create()
+        path, fd = self._create()
+        with self._fd_lock:
+            self.path, self._fd = path, fd
+        self._size = 0
         for name, (topic, payload) in self.live.items():
             self._write(_line(name, topic, payload))
         os.fdatasync(self._fd)
         os.unlink(old_path)
-        os.close(old_fd)
+        with self._fd_lock:
+            os.close(old_fd)
 
     def sync(self, sync: Sync = os.fdatasync) -> None:
         """Make what was appended survive a power loss, unless nothing there waits."""
         if not self._dirty or not self.live:
             return
         self._dirty = False
+        with self._fd_lock:  # a copy: a rewrite may close the journal's own meanwhile
+            fd = os.dup(self._fd)
         try:
-            sync(self._fd)
+            sync(fd)
         except OSError as exc:
             self._dirty = True  # the next persist tries again
             log.warning(
                 "cannot sync %s: %s; its results survive a crash, not a power loss", self.path, exc
             )
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Remove the journal when nothing waits; else sync it and leave it for the next run."""

@@ -97,7 +97,6 @@ class Outbox:
         if directory is not None:
             try:  # a directory another user can change could redirect our writes
                 private_directory(directory)
-                self._journal = Journal(directory)
             except UnsafePath as exc:
                 log.error("unsafe outbox directory: %s; results kept in memory only", exc)
                 self.directory = None
@@ -106,6 +105,11 @@ class Outbox:
                     "cannot create outbox %s: %s; results kept in memory only", directory, exc
                 )
                 self.directory = None
+        if self.directory is not None:
+            try:
+                self._journal = Journal(self.directory)
+            except OSError as exc:  # e.g. a file system without flock: a file per result
+                log.warning("cannot keep an outbox journal in %s: %s", self.directory, exc)
         self._take_over()
 
     def put(self, topic: str, payload: bytes) -> Entry:
@@ -120,7 +124,7 @@ class Outbox:
                 if self._journal is not None:
                     self._journal.append(entry.name, topic, payload)
                     return entry
-            if self.directory is not None:  # closed (collectd stops): a file, synced at once
+            if self.directory is not None:  # closed (collectd stops), or no journal: a file
                 atomic_write(self.directory / entry.name, _entry_body(topic, payload))
                 return entry
         except OSError as exc:
