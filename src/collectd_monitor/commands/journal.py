@@ -59,7 +59,7 @@ class Journal:
     """This process's journal in ``directory``: appends, acknowledgements, syncs.
 
     Not thread-safe by itself: the outbox calls it under its lock, except
-    :meth:`sync`, which only reads the descriptor.
+    :meth:`sync` (the flusher's thread), which borrows a copy of the descriptor.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -70,6 +70,7 @@ class Journal:
         self._size = 0
         self._live_bytes = 0
         """The size the waiting results' lines take: what a rewrite would keep."""
+        self._lengths: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         """Held to swap the descriptor (a rewrite) and to borrow it (a sync)."""
         self.path, self._fd = self._create()
@@ -93,14 +94,14 @@ class Journal:
             self._rotate()  # mostly acknowledgements and their results by now
         self._write(line)
         self.live[name] = (topic, payload)
+        self._lengths[name] = len(line)
         self._live_bytes += len(line)
 
     def settle(self, name: str) -> bool:
         """Forget ``name`` (acknowledged or moved aside); False if it is not here."""
-        record = self.live.pop(name, None)
-        if record is None:
+        if self.live.pop(name, None) is None:
             return False
-        self._live_bytes -= len(_line(name, *record))
+        self._live_bytes -= self._lengths.pop(name, 0)
         try:
             if self.live:
                 self._write(_done(name))
