@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from collectd_monitor import executor as executor_module
+from collectd_monitor import process as process_module
 from collectd_monitor.commands import agent as agent_module
 from collectd_monitor.commands.agent import RemoteAgent
 from collectd_monitor.commands.delivery import Delivery
@@ -50,8 +50,8 @@ def wrap(owner: Any, name: str, before: str | None, after: str | None) -> None:
 def instrument() -> None:
     wrap(RemoteAgent, "handle_message", FIRST, None)
     wrap(CommandExecutor, "submit", "2 checks done, submit", None)
-    wrap(executor_module.subprocess, "Popen", "3 worker picked the job", "4 spawned")
-    wrap(executor_module, "_collect", None, "5 exit noticed, pipes drained")
+    wrap(process_module.subprocess, "Popen", "3 worker picked the job", "4 spawned")
+    wrap(process_module, "_collect", None, "5 exit noticed, pipes drained")
     wrap(agent_module, "command_result", "6 reaped, logged", None)
     wrap(agent_module.Outbox, "put", None, "7 outbox written")
     wrap(Delivery, "send", None, "8 published (paho queued/written)")

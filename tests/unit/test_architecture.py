@@ -33,6 +33,7 @@ CORE_MODULES = {
     "confblock",
     "errors",
     "executor",
+    "process",
     "fsutil",
     "hostname",
     "logsetup",

@@ -8,7 +8,7 @@ import pytest
 
 from collectd_monitor.cmdline import direct_argv
 from collectd_monitor.config import CommandSpec
-from collectd_monitor.executor import _argv, run_command
+from collectd_monitor.process import _argv, run_command
 
 PATH = os.environ.get("PATH", "/usr/bin:/bin")
 

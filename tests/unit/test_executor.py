@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collectd_monitor import executor as executor_module
+from collectd_monitor import process as process_module
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.config import CommandSpec
 from collectd_monitor.executor import Busy, CommandExecutor, Handle, Job, Outcome, run_command
@@ -138,7 +138,7 @@ def test_pool_rejects_when_queue_is_full_and_aborts_on_shutdown():
 
 
 def test_hooks_say_when_a_command_started_and_when_it_runs_long(monkeypatch):
-    monkeypatch.setattr(executor_module, "RUNNING_NOTICE", 0.3)
+    monkeypatch.setattr(process_module, "RUNNING_NOTICE", 0.3)
     calls: list[tuple[str, str]] = []
 
     def job(line: str, done: threading.Event) -> Job:
