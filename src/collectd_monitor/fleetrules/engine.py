@@ -395,39 +395,8 @@ class CentralEngine:
         return state
 
     def _sweep(self, now: float) -> None:
-        """Forget the state of hosts (and series) gone silent (:mod:`.memory`); drop the
-        remembered identities that point at it, so a host that comes back starts afresh."""
-        dropped: list[tuple[str, memory.SeriesKey]] = []
-        forgotten = 0
-        for rule in self._rules():
-            hosts = self._state[id(rule)]
-            gone = memory.forget(self.book, rule, hosts, now, dropped)
-            if gone:
-                self._state[id(rule)] = dict(hosts)  # a dict never shrinks its table
-            forgotten += gone
-        watches = self.watches
-        for key in memory.identities(dropped):
-            watches.pop(key, None)
-        if self.book.refused_hosts and forgotten:
-            # hosts turned away by MaxHosts were remembered with nothing to judge
-            for key in list(watches):
-                found = watches.get(key)
-                if found is not None and not found.items:
-                    watches.pop(key, None)
-            self.book.refused_hosts = 0
-        if dropped or forgotten:
-            # the plugin holds this very dict: copy, clear (frees its table), refill
-            kept = dict(watches)
-            watches.clear()
-            watches.update(kept)
-            log.info(
-                "forgot %d series and %d (rule, host) state(s) not heard from for %g s or "
-                "more; %d host(s) kept",
-                len(dropped),
-                forgotten,
-                self.book.forget_after,
-                len(self.book.hosts),
-            )
+        """Forget the state of hosts (and series) gone silent (:func:`.memory.sweep`)."""
+        memory.sweep(self.book, self._rules(), self._state, self.watches, now)
 
     # -- output --------------------------------------------------------------------------
 

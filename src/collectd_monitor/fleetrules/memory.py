@@ -21,10 +21,14 @@ Not thread-safe: the engine holds its lock around every call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from collectd_monitor.fleetrules.decide import HostRule
 from collectd_monitor.rules.declarative import NotificationRule, ValueRule
+
+if TYPE_CHECKING:  # watch imports this module
+    from collectd_monitor.fleetrules.watch import Watch
 
 log = logging.getLogger("collectd_monitor.central")
 
@@ -155,3 +159,44 @@ def identities(dropped: Iterable[tuple[str, SeriesKey]]) -> set[tuple[str, str, 
     """The value identities (host, plugin, plugin_instance, type, type_instance) of
     dropped series."""
     return {(host, key[0], key[1], key[2], key[3]) for host, key in dropped}
+
+
+def sweep(
+    book: StateBook,
+    rules: Sequence[ValueRule | NotificationRule],
+    states: dict[int, dict[str, HostRule]],
+    watches: dict[tuple[str, str, str, str, str], Watch],
+    now: float,
+) -> None:
+    """Forget the state of hosts (and series) gone silent; drop the remembered
+    identities (``watches``) that point at it, so a host that comes back starts afresh."""
+    dropped: list[tuple[str, SeriesKey]] = []
+    forgotten = 0
+    for rule in rules:
+        hosts = states[id(rule)]
+        gone = forget(book, rule, hosts, now, dropped)
+        if gone:
+            states[id(rule)] = dict(hosts)  # a dict never shrinks its table
+        forgotten += gone
+    for key in identities(dropped):
+        watches.pop(key, None)
+    if book.refused_hosts and forgotten:
+        # hosts turned away by MaxHosts were remembered with nothing to judge
+        for key in list(watches):
+            found = watches.get(key)
+            if found is not None and not found.items:
+                watches.pop(key, None)
+        book.refused_hosts = 0
+    if dropped or forgotten:
+        # the plugin holds this very dict: copy, clear (frees its table), refill
+        kept = dict(watches)
+        watches.clear()
+        watches.update(kept)
+        log.info(
+            "forgot %d series and %d (rule, host) state(s) not heard from for %g s or "
+            "more; %d host(s) kept",
+            len(dropped),
+            forgotten,
+            book.forget_after,
+            len(book.hosts),
+        )
