@@ -140,7 +140,6 @@ class MqttLink(Connecting):
         client.on_publish = self._handle_publish
         client.on_subscribe = self._handle_subscribe
         client.on_pre_connect = self._handle_pre_connect
-        client.on_log = self._socket_errors.on_log  # the only place paho names socket errors
         return client
 
     @property
@@ -215,6 +214,9 @@ class MqttLink(Connecting):
             self._socket_errors.take()
             failure = None
             self._discard_now()
+            # paho names a socket error only in its log; needed until CONNACK, and
+            # not after: paho formats a log line for every packet while it is set
+            self.client.on_log = self._socket_errors.on_log
             try:
                 connect(self.client, self.settings)
             except (OSError, ValueError) as exc:
@@ -257,6 +259,7 @@ class MqttLink(Connecting):
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, props: Any
     ) -> None:
         try:
+            client.on_log = None  # the broker answered: see _run
             self.max_packet_size = getattr(props, "MaximumPacketSize", None)
             if (
                 reason.is_failure
