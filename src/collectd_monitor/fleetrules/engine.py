@@ -39,6 +39,7 @@ from collectd_monitor.fleet.history import RequestRecord, ResultRecord
 from collectd_monitor.fleetrules import memory, notes
 from collectd_monitor.fleetrules.decide import Decider, HostRule, Observer, Pending, Repair
 from collectd_monitor.fleetrules.notes import Note
+from collectd_monitor.fleetrules.outlet import Outlet
 from collectd_monitor.fleetrules.settings import CentralSettings
 from collectd_monitor.fleetrules.watch import (
     CompiledIndex,
@@ -65,7 +66,7 @@ MAX_WATCHED = 200_000
 """Identities remembered at most (a fleet with churning series: start over, stay bounded)."""
 
 
-class CentralEngine:
+class CentralEngine(Outlet):
     def __init__(
         self,
         rules: RuleSet,
@@ -397,41 +398,3 @@ class CentralEngine:
     def _sweep(self, now: float) -> None:
         """Forget the state of hosts (and series) gone silent (:func:`.memory.sweep`)."""
         memory.sweep(self.book, self._rules(), self._state, self.watches, now)
-
-    # -- output --------------------------------------------------------------------------
-
-    def _flush(self, out: list[Note], sends: list[Repair]) -> None:
-        for item in out:
-            try:
-                self.emit(item)
-            except Exception:
-                log.exception("cannot dispatch the notification for %s", item.type_instance)
-        for repair in sends:
-            self._record(
-                RequestRecord(
-                    repair.task_id,
-                    repair.host,
-                    "command",
-                    repair.action.service,
-                    repair.action.command,
-                    sent_at=self.wall(),
-                    sender=notes.PLUGIN_NAME,
-                )
-            )
-            try:
-                self.send(repair)
-            except Exception as exc:
-                log.exception("cannot send task %d to %s", repair.task_id, repair.host)
-                self.send_failed(repair, f"not sent: {exc}")
-
-    def _record(self, item: RequestRecord | ResultRecord) -> None:
-        if self.record is None:
-            return
-        try:
-            self.record(item)
-        except Exception:
-            log.exception("cannot record task %d in the history", item.task_id)
-
-    def _observe(self, now: float, event: str, name: str, host: str, text: str) -> None:
-        if self.observe is not None:
-            self.observe(now, event, name, host, text)
