@@ -1,8 +1,11 @@
 """Remote commands: round-trip latency and collectd stop time, on loopback.
 
-    .venv/bin/python bench/bench_remote.py [--requests 300] [--cli-runs 20] [--stops 10]
+    .venv/bin/python bench/bench_remote.py [--requests 300] [--chunk 50] [--cli-runs 20] [--stops 10]
 
-Prints one table, each row with its ratio to the floor measured in the same run:
+Prints one table, each row with its ratio to the floor measured in the same run.
+The floor and both plugin rows are measured in turns of ``--chunk`` round
+trips, so that the machine getting faster or slower meanwhile (a VM's
+neighbours) moves them alike:
 
 * floor: a minimal paho responder (one process, TCP_NODELAY, QoS 2) that runs
   the same ``/bin/true`` with ``subprocess.run`` in its on_message callback
@@ -29,6 +32,7 @@ Prints one table, each row with its ratio to the floor measured in the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -38,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -152,9 +157,10 @@ def plugin_round_trips(
     return samples
 
 
-def floor_round_trips(broker: Broker, count: int) -> list[float]:
-    """The same round trip against the minimal responder."""
-    responder = subprocess.Popen(
+@contextlib.contextmanager
+def responder(broker: Broker) -> Iterator[tuple[str, str]]:
+    """The minimal responder, running; yields its (command, result) topics."""
+    process = subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -167,13 +173,25 @@ def floor_round_trips(broker: Broker, count: int) -> list[float]:
         text=True,
     )
     try:
-        assert responder.stdout is not None and responder.stdout.readline().strip() == "ready"
-        topics = (FLOOR_COMMAND_TOPIC, FLOOR_RESULT_TOPIC)
-        plugin_round_trips(broker, 20, topics)  # warm-up
-        return plugin_round_trips(broker, count, topics)
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield (FLOOR_COMMAND_TOPIC, FLOOR_RESULT_TOPIC)
     finally:
-        responder.terminate()
-        responder.wait(5)
+        process.terminate()
+        process.wait(5)
+
+
+def interleaved(
+    broker: Broker, targets: list[tuple[str, str]], count: int, chunk: int
+) -> list[list[float]]:
+    """``count`` round trips against each of ``targets``, taken in turns of ``chunk``:
+    a machine that gets slower or faster during the run moves every row alike."""
+    for topics in targets:
+        plugin_round_trips(broker, 20, topics)  # warm-up
+    samples: list[list[float]] = [[] for _ in targets]
+    while len(samples[0]) < count:
+        for topics, taken in zip(targets, samples, strict=True):
+            taken.extend(plugin_round_trips(broker, min(chunk, count - len(taken)), topics))
+    return samples
 
 
 def process_env(workdir: Path) -> dict[str, str]:
@@ -242,6 +260,9 @@ def stop_times(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--chunk", type=int, default=50, help="round trips per turn of floor and plugins"
+    )
     parser.add_argument("--cli-runs", type=int, default=20)
     parser.add_argument("--stops", type=int, default=10, help="collectd stops per row (0: none)")
     args = parser.parse_args()
@@ -251,29 +272,19 @@ def main() -> None:
     try:
         collectd = start_monitor(workdir, broker, "main")
         try:
-            floor = floor_round_trips(broker, args.requests)
-            rows.append(row("floor: minimal paho responder, /bin/true", floor))
-            plugin_round_trips(broker, 20)  # warm-up
-            rows.append(
-                row(
-                    "plugin round trip (one client, QoS 2)",
-                    plugin_round_trips(broker, args.requests),
-                    floor,
-                )
-            )
             v311_topics = ("bench/v311/command", "bench/v311/result")
             v311 = start_monitor(workdir, broker, "v311", topics=v311_topics, mqtt_version="3.1.1")
             try:
-                plugin_round_trips(broker, 20, v311_topics)  # warm-up
-                rows.append(
-                    row(
-                        "plugin, MqttVersion 3.1.1 (as the floor)",
-                        plugin_round_trips(broker, args.requests, v311_topics),
-                        floor,
+                with responder(broker) as floor_topics:
+                    targets = [floor_topics, (COMMAND_TOPIC, RESULT_TOPIC), v311_topics]
+                    floor, plugin_rtt, plugin311 = interleaved(
+                        broker, targets, args.requests, args.chunk
                     )
-                )
             finally:
                 v311.stop()
+            rows.append(row("floor: minimal paho responder, /bin/true", floor))
+            rows.append(row("plugin round trip (one client, QoS 2)", plugin_rtt, floor))
+            rows.append(row("plugin, MqttVersion 3.1.1 (as the floor)", plugin311, floor))
             rows.append(
                 row(
                     "send-command, library (connect..result)",
