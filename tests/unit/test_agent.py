@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collectd_monitor import process as process_module
 from collectd_monitor.codes import ResultCode
 from collectd_monitor.commands.acks import Done
 from collectd_monitor.commands.agent import RemoteAgent
@@ -557,3 +559,21 @@ def test_a_service_added_to_config_json_is_served_without_a_restart(
     results = {r.body["task_id"]: r.body for r in link.wait_for(RESULT_TOPIC, 2)}
     assert results[61]["code"] == ResultCode.UNKNOWN_SERVICE
     assert (results[62]["code"], results[62]["message"]) == (0, "new")
+
+
+def test_a_quick_command_logs_one_line_and_a_long_one_says_it_still_runs(
+    make_agent: Agents, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process_module, "RUNNING_NOTICE", 0.2)
+    services = {"svc": {"commands": {"quick": "true", "long": "sleep 0.6"}}}
+    agent, link = make_agent(Services=services)
+    with caplog.at_level(logging.INFO, logger="collectd_monitor"):
+        agent.handle_message(message(command("svc", "quick", task_id=81)))
+        link.wait_for(RESULT_TOPIC)
+        agent.handle_message(message(command("svc", "long", task_id=82)))
+        link.wait_for(RESULT_TOPIC, 2)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    (quick,) = [line for line in lines if line.startswith("task 81:")]
+    assert quick.startswith("task 81: svc/quick ended with code 0 (success) in ")
+    assert any(line.startswith("task 82: running svc/long (for ") for line in lines)
+    assert any(line.startswith("task 82: svc/long ended with code 0") for line in lines)
