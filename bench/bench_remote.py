@@ -1,6 +1,7 @@
 """Remote commands: round-trip latency and collectd stop time, on loopback.
 
-    .venv/bin/python bench/bench_remote.py [--requests 300] [--chunk 50] [--cli-runs 20] [--stops 10]
+    .venv/bin/python bench/bench_remote.py [--requests 300] [--chunk 50] [--cli-runs 20]
+                                           [--stops 10]
 
 Prints one table, each row with its ratio to the floor measured in the same run.
 The floor and both plugin rows are measured in turns of ``--chunk`` round
