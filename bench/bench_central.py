@@ -46,15 +46,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import tempfile
-import textwrap
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench_local import TG, measure, report
+from bench_local import measure, receiver_conf, report, start_tg
 
 from collectd_monitor.confblock import module_paths, python_block
 from collectd_monitor.fleetrules.engine import CentralEngine
@@ -150,17 +148,7 @@ def run_row(
     port = free_port()
     sock = directory / "sock"
     conf = f"WriteThreads {args.write_threads}\n" if args.write_threads else ""
-    conf += textwrap.dedent(f"""
-        LoadPlugin unixsock
-        <Plugin unixsock>
-          SocketFile "{sock}"
-        </Plugin>
-        LoadPlugin network
-        <Plugin network>
-          Listen "127.0.0.1" "{port}"
-          ReportStats true
-        </Plugin>
-    """)
+    conf += receiver_conf(sock, port)
     if plan is not None:
         conf += plan.block
     if modules:
@@ -173,13 +161,7 @@ def run_row(
         if rules is not None and plan is not None:
             wait_for(lambda: "no write callback" in collectd.log_text(), 10, what="rules compiled")
         wait_for(sock.exists, 10, what="unixsock")
-        tg = subprocess.Popen(
-            [TG, "-n", str(count), "-H", str(args.hosts), "-p", str(args.values),
-             "-i", str(args.interval), "-d", "127.0.0.1", "-D", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        tg = start_tg(port, count, hosts=args.hosts, plugins=args.values, interval=args.interval)
         time.sleep(args.interval + 2)  # every series seen once: state made, caches filled
         before = threshold_notifications(collectd)
         cpu, took, values = measure(collectd, sock, "central", args.seconds)

@@ -130,7 +130,31 @@ def run_row(
             modules["collectd_monitor.local"]["ThresholdRules"] = threshold.digest
     port = free_port()
     sock = directory / "sock"
-    conf = textwrap.dedent(f"""
+    conf = receiver_conf(sock, port)
+    if threshold is not None:
+        conf += threshold.block
+    if modules:
+        conf += python_block(modules, [*module_paths(), str(directory / "mods")])
+    collectd = Collectd(directory, hostname="bench", interval=1.0, extra_conf=conf)
+    tg = None
+    try:
+        collectd.start(wait_log="Initialization complete")
+        wait_for(sock.exists, 10, what="unixsock")
+        tg = start_tg(port, rate, hosts=10, plugins=20, interval=1)
+        time.sleep(warmup)  # every series seen once, caches filled
+        cpu, took, values = measure(collectd, sock, "bench", seconds)
+    finally:
+        if tg is not None:
+            tg.terminate()
+            tg.wait(5)
+        collectd.stop()
+    return report(collectd, name, cpu, took, values)
+
+
+def receiver_conf(sock: Path, port: int) -> str:
+    """collectd.conf lines: unixsock (the network plugin's counters are read there) and
+    the network plugin listening for collectd-tg on 127.0.0.1:``port``."""
+    return textwrap.dedent(f"""
         LoadPlugin unixsock
         <Plugin unixsock>
           SocketFile "{sock}"
@@ -141,43 +165,19 @@ def run_row(
           ReportStats true
         </Plugin>
     """)
-    if threshold is not None:
-        conf += threshold.block
-    if modules:
-        conf += python_block(modules, [*module_paths(), str(directory / "mods")])
-    collectd = Collectd(directory, hostname="bench", interval=1.0, extra_conf=conf)
-    tg = None
-    try:
-        collectd.start(wait_log="Initialization complete")
-        wait_for(sock.exists, 10, what="unixsock")
-        tg = subprocess.Popen(
-            [
-                TG,
-                "-n",
-                str(rate),
-                "-H",
-                "10",
-                "-p",
-                "20",
-                "-i",
-                "1",
-                "-d",
-                "127.0.0.1",
-                "-D",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(warmup)  # every series seen once, caches filled
-        cpu, took, values = measure(collectd, sock, "bench", seconds)
-    finally:
-        if tg is not None:
-            tg.terminate()
-            tg.wait(5)
-        collectd.stop()
-    return report(collectd, name, cpu, took, values)
+
+
+def start_tg(
+    port: int, count: int, *, hosts: int, plugins: int, interval: float
+) -> subprocess.Popen[bytes]:
+    """collectd-tg sending ``count`` value lists every ``interval`` s to 127.0.0.1:``port``."""
+    return subprocess.Popen(
+        [TG, "-n", str(count), "-H", str(hosts), "-p", str(plugins),
+         "-i", str(interval), "-d", "127.0.0.1", "-D", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def measure(
