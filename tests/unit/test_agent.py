@@ -572,8 +572,32 @@ def test_a_quick_command_logs_one_line_and_a_long_one_says_it_still_runs(
         link.wait_for(RESULT_TOPIC)
         agent.handle_message(message(command("svc", "long", task_id=82)))
         link.wait_for(RESULT_TOPIC, 2)
+        assert agent.outbox.flusher.wait(10)  # the end lines follow the results
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     (quick,) = [line for line in lines if line.startswith("task 81:")]
     assert quick.startswith("task 81: svc/quick ended with code 0 (success) in ")
     assert any(line.startswith("task 82: running svc/long (for ") for line in lines)
     assert any(line.startswith("task 82: svc/long ended with code 0") for line in lines)
+
+
+def test_the_end_line_is_written_after_the_result_is_out(
+    make_agent: Agents, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, link = make_agent()
+    published_before: list[int] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "ended with code" in record.getMessage():
+                published_before.append(len(link.on(RESULT_TOPIC)))
+
+    watch = Watch()
+    logging.getLogger("collectd_monitor").addHandler(watch)
+    try:
+        with caplog.at_level(logging.INFO, logger="collectd_monitor"):
+            agent.handle_message(message(command(task_id=83)))
+            link.wait_for(RESULT_TOPIC)
+            assert agent.outbox.flusher.wait(10)
+    finally:
+        logging.getLogger("collectd_monitor").removeHandler(watch)
+    assert published_before == [1]

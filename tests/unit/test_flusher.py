@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,64 @@ def test_a_memory_only_outbox_syncs_nothing(recorder: Recorder):
     box.persist(box.put("t", b"x"))
     box.close()
     assert recorder.synced == []
+
+
+class WakeCounter(Flusher):
+    """Counts the times the thread had to be woken up."""
+
+    wakes = 0
+
+    def _wake(self) -> None:
+        self.wakes += 1
+        super()._wake()
+
+
+def test_work_after_expect_needs_no_wake_up_and_still_waits_its_delay():
+    flusher = WakeCounter(delay=0.2)
+    ran: list[tuple[str, float]] = []
+    flusher.expect()  # a command started: the thread wakes now, and sets its alarm
+    assert flusher.wakes == 1
+    handed_in = time.monotonic()
+    flusher.later(lambda: ran.append((threading.current_thread().name, time.monotonic())))
+    flusher.later(lambda: ran.append(("second", time.monotonic())))
+    assert flusher.wakes == 1  # the result's path woke nobody
+    assert ran == []
+    assert flusher.wait(10)
+    assert [name for name, _ in ran] == ["cm-outbox-sync", "second"]
+    assert ran[0][1] - handed_in >= 0.2
+    flusher.close()
+
+
+def test_without_expect_the_first_work_wakes_the_thread_once():
+    flusher = WakeCounter(delay=0.05)
+    for _ in range(3):
+        flusher.later(lambda: None)
+    assert flusher.wakes == 1
+    assert flusher.wait(10)
+    flusher.close()
+
+
+def test_a_failing_call_is_logged_and_the_next_one_still_runs(caplog: pytest.LogCaptureFixture):
+    flusher = Flusher(delay=0)
+    ran: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        flusher.later(boom)
+        flusher.later(lambda: ran.append(1))
+        assert flusher.wait(10)
+    assert ran == [1]
+    assert "boom" in caplog.text
+    flusher.close()
+
+
+def test_close_runs_waiting_calls_on_the_caller_and_later_ones_at_once():
+    flusher = Flusher(delay=5)
+    ran: list[str] = []
+    flusher.expect()
+    flusher.later(lambda: ran.append(threading.current_thread().name))
+    flusher.close()  # collectd stops: no waiting out the delay
+    flusher.later(lambda: ran.append("after close"))
+    assert ran == ["MainThread", "after close"]

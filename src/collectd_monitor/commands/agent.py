@@ -299,14 +299,19 @@ class RemoteAgent:
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
 
-        # Both off the result's path: a quick command logs one line, at its end.
+        # The log stays off the result's path: a quick command logs one line, after its result.
         def started() -> None:
+            self.outbox.flusher.expect()  # the moment to wake it: the command is running
             log.debug("task %s: running %s", task_id, spec.label)
 
         def long_run() -> None:
             log.info("task %s: running %s (for %g s now)", task_id, spec.label, RUNNING_NOTICE)
 
         def done(outcome: Outcome) -> None:
+            self.outbox.flusher.later(lambda: ended(outcome))
+            self.publish(command_result(task_id, outcome), reply)
+
+        def ended(outcome: Outcome) -> None:
             level = logging.INFO if outcome.code == 0 else logging.WARNING
             log.log(
                 level,
@@ -319,7 +324,6 @@ class RemoteAgent:
             )
             if outcome.errors and outcome.code != 0:
                 log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
-            self.publish(command_result(task_id, outcome), reply)
 
         try:
             self.executor.submit(

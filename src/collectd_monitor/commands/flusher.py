@@ -1,4 +1,4 @@
-"""fsync of the outbox, off the result path.
+"""What follows a publish, done off its path: the outbox's fsync, the task's log line.
 
 A result is written to the outbox journal (page cache) *before* it is
 published: from that moment it survives any crash of collectd, SIGKILL
@@ -10,12 +10,20 @@ journal to a :class:`Flusher`, whose own thread syncs it :data:`SYNC_DELAY`
 after the publish, and only if results still wait in it then. On a healthy
 link the broker has acknowledged the result long before (about a
 millisecond on a LAN), so nothing is synced at all: the broker keeps it now.
+The agent defers a task's end line the same way (:meth:`Flusher.later`).
 
 What survives a power loss therefore: every result the broker acknowledged,
 and every result still waiting :data:`SYNC_DELAY` plus a disk flush after its
 publish. A result written in the window before that may be lost, or come back
 cut, in which case the outbox moves the cut line to ``quarantine/`` when it
 starts.
+
+Waking a sleeping thread costs a round trip about 60 µs when it happens while
+the result goes out (the woken thread wants the GIL just as the MQTT thread
+answers the broker's PUBREC). So the agent calls :meth:`Flusher.expect` when a
+command starts: the thread wakes then, while the command runs and nothing
+else needs the GIL, and sets its alarm; work handed in before the alarm rings
+needs no wake-up at all.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,43 +49,68 @@ class Syncable(Protocol):
 
 
 class Flusher:
-    """Syncs what it is given, on a thread of its own started on first use.
+    """Runs work :attr:`delay` seconds after it is handed in, on a thread of its own.
 
-    :meth:`close` syncs what is left on the calling thread; targets submitted
-    after it are synced at once on the submitting thread.
+    Work is a journal to sync (:meth:`submit`) or a call (:meth:`later`), run
+    in the order handed in. :meth:`close` runs what is left on the calling
+    thread at once; work handed in after it runs at once on the caller.
     """
 
     def __init__(self, *, sync: Sync = os.fdatasync, delay: float = SYNC_DELAY) -> None:
         self._sync = sync
         self.delay = delay
         self._cond = threading.Condition()
-        self._pending: list[Syncable] = []
+        self._work: list[tuple[float, Syncable | Callable[[], None]]] = []
+        self._alarm: float | None = None
+        """When the thread wakes next; None while it sleeps until notified."""
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
 
+    def expect(self) -> None:
+        """Work will follow soon (a command has started): wake the thread now, so
+        that work handed in within :attr:`delay` finds its alarm set."""
+        with self._cond:
+            if self._closed or self._alarm is not None:
+                return
+            self._alarm = time.monotonic() + self.delay
+            self._wake()
+
     def submit(self, target: Syncable) -> None:
         """Sync ``target`` soon (once, however often it is submitted before that)."""
         with self._cond:
-            if not self._closed:
-                if not any(t is target for t in self._pending):
-                    self._pending.append(target)
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="cm-outbox-sync", daemon=True
-                    )
-                    self._thread.start()
-                self._cond.notify()
+            if any(item is target for _, item in self._work):
                 return
-        self._flush([target])
+        self._add(target)
+
+    def later(self, call: Callable[[], None]) -> None:
+        """Run ``call`` soon, off the caller's thread (its exceptions are logged)."""
+        self._add(call)
+
+    def _add(self, item: Syncable | Callable[[], None]) -> None:
+        with self._cond:
+            if not self._closed:
+                due = time.monotonic() + self.delay
+                self._work.append((due, item))
+                if self._alarm is None:  # asleep without an alarm: the one wake-up
+                    self._alarm = due
+                    self._wake()
+                return
+        self._run_items([item])
+
+    def _wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cm-outbox-sync", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     def wait(self, timeout: float) -> bool:
-        """Wait until everything submitted so far is synced; False on ``timeout``."""
+        """Wait until everything handed in so far has run; False on ``timeout``."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+            return self._cond.wait_for(lambda: not self._work and not self._busy, timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the thread after its batch; sync what is still waiting here and now."""
+        """Stop the thread after its batch; run what is still waiting here and now."""
         with self._cond:
             self._closed = True
             thread = self._thread
@@ -84,32 +118,34 @@ class Flusher:
         if thread is not None:
             thread.join(timeout)
         with self._cond:
-            left, self._pending = self._pending, []
-        self._flush(left)
+            left, self._work = self._work, []
+        self._run_items([item for _, item in left])
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closed)
+                while not self._closed and (self._alarm is None or time.monotonic() < self._alarm):
+                    self._cond.wait(None if self._alarm is None else self._alarm - time.monotonic())
                 if self._closed:
-                    return  # close() syncs the rest
+                    return  # close() runs the rest
+                now = time.monotonic()
+                batch = [item for due, item in self._work if due <= now]
+                self._work = [(due, item) for due, item in self._work if due > now]
+                self._alarm = self._work[0][0] if self._work else None
                 self._busy = True
-                # the grace: what the broker acknowledges meanwhile needs no sync
-                self._cond.wait_for(lambda: self._closed, self.delay)
-                if self._closed:
-                    self._busy = False
-                    self._cond.notify_all()
-                    return
-                batch, self._pending = self._pending, []
             try:
-                self._flush(batch)
-            except Exception:  # never let the thread die: later entries need it
-                log.exception("error while syncing the outbox")
+                self._run_items(batch)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _flush(self, batch: list[Syncable]) -> None:
-        for target in batch:
-            target.sync(self._sync)
+    def _run_items(self, items: list[Syncable | Callable[[], None]]) -> None:
+        for item in items:
+            try:  # never let the thread die: later work needs it
+                if callable(item):
+                    item()
+                else:
+                    item.sync(self._sync)
+            except Exception:
+                log.exception("error in work that follows a publish")
