@@ -26,8 +26,14 @@ def putval(path: str, line: str) -> None:
 def test_both_plugins_share_one_executor(monitor, peer, tmp_path):
     """With one command slot for the host, a local repair waits for a remote command."""
     sock = tmp_path / "both.sock"
+    slow_end, fix_start = tmp_path / "slow-end", tmp_path / "fix-start"
     services = {
-        "svc": {"commands": {"slow": "sleep 1.5; echo remote-done", "fix": "echo local-fix"}}
+        "svc": {
+            "commands": {
+                "slow": f"sleep 1.5; date +%s.%N > {slow_end}; echo remote-done",
+                "fix": f"date +%s.%N > {fix_start}; echo local-fix",
+            }
+        }
     }
     rules = {
         "Values": [
@@ -63,5 +69,4 @@ def test_both_plugins_share_one_executor(monitor, peer, tmp_path):
     putval(str(sock), f"PUTVAL {m.collectd.hostname}/app/gauge interval=1 {time.time():.0f}:5\n")
     assert p.result_for(m.result_topic, message["task_id"])["message"] == "remote-done"
     m.collectd.wait_log("local-fix")
-    log = m.log()
-    assert log.index(f"task {message['task_id']}: svc/slow ended") < log.index("local-fix")
+    assert float(fix_start.read_text()) >= float(slow_end.read_text())  # it waited for the slot

@@ -46,7 +46,7 @@ def test_hello_exec_round_trip_with_the_cli(monitor):
     assert result["message"] == "Hello World!"
     assert set(result) == {"task_id", "timestamp", "message", "code", "stderr"}
     assert result["stderr"] == ""
-    assert "hello/exec ended with code 0 (success)" in m.log()
+    m.collectd.wait_log("hello/exec ended with code 0 \\(success\\)")
 
 
 def test_original_sender_shape_is_answered_in_the_original_shape(monitor, peer):

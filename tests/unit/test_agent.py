@@ -30,6 +30,7 @@ from collectd_monitor.commands.flusher import Flusher
 from collectd_monitor.commands.outbox import waiting
 from collectd_monitor.commands.protocol import ConfigRequest, Result, format_timestamp
 from collectd_monitor.commands.security import Signer
+from collectd_monitor.commands.transport import MqttLink
 from collectd_monitor.config import MonitorConfig, load_config, lookup_command
 from collectd_monitor.executor import CommandExecutor, Job, Outcome
 from collectd_monitor.runtime import SharedExecutor
@@ -402,6 +403,41 @@ def test_a_reused_task_id_with_new_content_runs_but_a_redelivery_does_not(
     agent.handle_message(message(first))  # the very same message again: refused
     results = link.wait_for(RESULT_TOPIC, 3)
     assert sorted(r.body["code"] for r in results) == [0, 0, ResultCode.DUPLICATE_TASK]
+
+
+def test_the_brokers_redelivery_of_a_message_already_received_is_not_answered(
+    make_agent: Agents, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, link = make_agent()
+    first = command(task_id=23)
+    agent.handle_message(message(first))
+    (result,) = link.wait_for(RESULT_TOPIC)
+    again = message(first)
+    again.dup = True  # a QoS 1 message the broker sends again after a reconnect
+    with caplog.at_level(logging.INFO, logger="collectd_monitor"):
+        agent.handle_message(again)
+    assert "task 23: delivered again by the broker" in caplog.text
+    assert link.on(RESULT_TOPIC) == [result]  # not run again, and no 0x1100 to the sender
+    agent.handle_message(message(first))  # the same without DUP: a replay, answered
+    assert link.wait_for(RESULT_TOPIC, 2)[1].body["code"] == ResultCode.DUPLICATE_TASK
+
+
+def test_a_redelivered_message_never_received_before_runs(make_agent: Agents) -> None:
+    agent, link = make_agent()
+    lost = message(command(task_id=24))
+    lost.dup = True  # paho took it, collectd died before it was recorded: sent again
+    agent.handle_message(lost)
+    (result,) = link.wait_for(RESULT_TOPIC)
+    assert result.body["code"] == 0
+
+
+def test_commands_are_subscribed_at_qos_1_at_most(tmp_path: Path, executor: CommandExecutor):
+    for qos, asked in ((2, 1), (1, 1), (0, 0)):
+        config = config_for(tmp_path, StateDir=str(tmp_path / "state"), QoS=qos)
+        agent = RemoteAgent(config, executor=executor)
+        assert isinstance(agent.link, MqttLink)
+        assert agent.link.subscriptions == [(config.command_topic, asked)]
+        agent.stop()
 
 
 def test_unsigned_and_forged_messages_are_refused_when_signatures_are_required(

@@ -92,7 +92,7 @@ class RemoteAgent:
         self.executor = executor
         self.link: Link = link or MqttLink(
             config.broker,
-            subscriptions=[(config.command_topic, config.broker.qos)],
+            subscriptions=[(config.command_topic, subscription_qos(config.broker.qos))],
             on_message=self.handle_message,
             on_connected=self.handle_connected,
             will=(config.status_topic, presence("offline", config, "connection lost"), 1, True),
@@ -215,10 +215,16 @@ class RemoteAgent:
         topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
         if topic:
             reply = ReplyTo(topic, getattr(properties, "CorrelationData", None))
-        self.handle_payload(bytes(message.payload), reply)
+        self.handle_payload(bytes(message.payload), reply, redelivered=bool(message.dup))
 
-    def handle_payload(self, payload: bytes, reply: ReplyTo | None = None) -> None:
-        """Decode, check and dispatch one message; a refusal is answered (or dropped) here."""
+    def handle_payload(
+        self, payload: bytes, reply: ReplyTo | None = None, *, redelivered: bool = False
+    ) -> None:
+        """Decode, check and dispatch one message; a refusal is answered (or dropped) here.
+
+        ``redelivered``: the broker sent this message again (DUP set): see
+        :meth:`_first_delivery`.
+        """
         self._refresh_config()
         authenticated = not self.config.security.require_signature
         try:
@@ -229,8 +235,10 @@ class RemoteAgent:
                     authenticated = True
             if not authenticated:  # signatures required, yet no check looked at one
                 reply = None
-            self._refuse_duplicate(request)
+            first = self._first_delivery(request, redelivered)
             self._note_replay_protection()
+            if not first:
+                return
             if isinstance(request, ConfigRequest):
                 self._handle_config(request, reply)
             else:
@@ -238,18 +246,29 @@ class RemoteAgent:
         except ProtocolError as exc:
             self._refuse(exc, reply if authenticated else None, authenticated)
 
-    def _refuse_duplicate(self, request: Request) -> None:
-        """Remember ``request``; refuse it (0x1100) if this very message was seen before.
+    def _first_delivery(self, request: Request, redelivered: bool = False) -> bool:
+        """Remember ``request``; True the first time, refused (0x1100) after that.
 
         A duplicate is the same task_id with the same content (signature aside):
-        a redelivery or a replay. A new message that reuses a task_id runs.
+        a redelivery or a replay. A new message that reuses a task_id runs. The
+        broker's own redelivery of a message already received (DUP set, after
+        a reconnect: the subscription is QoS 1) gets no answer (False): its
+        first delivery answers, and may still be running. A broker never
+        passes on a publisher's DUP flag, so a replay is always answered.
         """
-        if not self.seen.add(request.task_id, message_digest(request.fields)):
-            raise ProtocolError(
-                ResultCode.DUPLICATE_TASK,
-                f"task {request.task_id} was already received with the same content",
+        if self.seen.add(request.task_id, message_digest(request.fields)):
+            return True
+        if redelivered:
+            log.info(
+                "task %s: delivered again by the broker; already received, not run again",
                 request.task_id,
             )
+            return False
+        raise ProtocolError(
+            ResultCode.DUPLICATE_TASK,
+            f"task {request.task_id} was already received with the same content",
+            request.task_id,
+        )
 
     def _refuse(
         self, exc: ProtocolError, reply: ReplyTo | None = None, authenticated: bool = True
@@ -392,6 +411,19 @@ class RemoteAgent:
             self._replay_memory_only = True
             if self.link.connected:
                 self._announce()
+
+
+def subscription_qos(qos: int) -> int:
+    """The QoS the command subscription asks for: ``QoS``, but at most 1.
+
+    Every message is written to the seen file before its command runs, and
+    a message seen before never runs again (also after a restart), so QoS 1
+    with the seen file already runs each command exactly once. QoS 2 would
+    add an exchange with the broker (PUBREC, PUBREL) before paho hands the
+    message over, on every command's path, and guard against nothing more:
+    paho keeps its QoS 2 state in memory only.
+    """
+    return min(qos, 1)
 
 
 def command_result(task_id: int, outcome: Outcome) -> Result:

@@ -99,7 +99,8 @@ class MqttLink(Connecting):
         on_problems: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._subscriptions = list(subscriptions)
+        self.subscriptions = list(subscriptions)
+        """(topic, QoS) pairs the link subscribes to after every CONNACK."""
         self._on_message = on_message
         self._on_connected = on_connected
         self._stop = threading.Event()
@@ -281,7 +282,7 @@ class MqttLink(Connecting):
             versions.worked(self.settings.address, client.protocol)
             self._subscribing.clear()
             self._failures.recovered()
-            for topic, qos in self._subscriptions:
+            for topic, qos in self.subscriptions:
                 _rc, mid = client.subscribe(topic, qos)
                 if mid is not None:
                     self._subscribing[mid] = topic
