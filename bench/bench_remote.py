@@ -11,6 +11,10 @@ neighbours) moves them alike:
 * floor: a minimal paho responder (one process, TCP_NODELAY, QoS 2) that runs
   the same ``/bin/true`` with ``subprocess.run`` in its on_message callback
   and publishes the exit status;
+* floor, subscribed at QoS 1: the same responder with a QoS 1 subscription,
+  as the plugin has (which keeps a seen file against redeliveries; this
+  responder would run a redelivered command twice): what the plugin's
+  subscription saves, shown apart from the rest of its path;
 * plugin round trip: one long-lived MQTT client publishes a command for a
   trivial command (``true``) and waits for its result, one at a time (goal:
   p50 <= 1.3x the floor, p99 <= 10 ms). The plugin speaks MQTT 5 by default
@@ -72,9 +76,9 @@ def on_message(client, _u, message):
     client.publish(sys.argv[3], json.dumps(result), qos=2)
 
 def on_connect(client, *_):
-    client.subscribe(sys.argv[2], 2)
+    client.subscribe(sys.argv[2], int(sys.argv[4]))
 
-client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-floor")
+client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-floor-{sys.argv[4]}")
 client.on_socket_open = lambda _c, _u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 client.on_message = on_message
 client.on_connect = on_connect
@@ -159,23 +163,17 @@ def plugin_round_trips(
 
 
 @contextlib.contextmanager
-def responder(broker: Broker) -> Iterator[tuple[str, str]]:
-    """The minimal responder, running; yields its (command, result) topics."""
+def responder(broker: Broker, qos: int = 2) -> Iterator[tuple[str, str]]:
+    """The minimal responder subscribed at ``qos``, running; yields its (command, result) topics."""
+    topics = (f"{FLOOR_COMMAND_TOPIC}/{qos}", f"{FLOOR_RESULT_TOPIC}/{qos}")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            RESPONDER,
-            str(broker.port),
-            FLOOR_COMMAND_TOPIC,
-            FLOOR_RESULT_TOPIC,
-        ],
+        [sys.executable, "-c", RESPONDER, str(broker.port), *topics, str(qos)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        yield (FLOOR_COMMAND_TOPIC, FLOOR_RESULT_TOPIC)
+        yield topics
     finally:
         process.terminate()
         process.wait(5)
@@ -276,14 +274,16 @@ def main() -> None:
             v311_topics = ("bench/v311/command", "bench/v311/result")
             v311 = start_monitor(workdir, broker, "v311", topics=v311_topics, mqtt_version="3.1.1")
             try:
-                with responder(broker) as floor_topics:
-                    targets = [floor_topics, (COMMAND_TOPIC, RESULT_TOPIC), v311_topics]
-                    floor, plugin_rtt, plugin311 = interleaved(
+                with responder(broker) as floor_topics, responder(broker, 1) as qos1_topics:
+                    plugin_topics = (COMMAND_TOPIC, RESULT_TOPIC)
+                    targets = [floor_topics, qos1_topics, plugin_topics, v311_topics]
+                    floor, floor_qos1, plugin_rtt, plugin311 = interleaved(
                         broker, targets, args.requests, args.chunk
                     )
             finally:
                 v311.stop()
             rows.append(row("floor: minimal paho responder, /bin/true", floor))
+            rows.append(row("floor, subscribed at QoS 1 (as the plugin)", floor_qos1, floor))
             rows.append(row("plugin round trip (one client, QoS 2)", plugin_rtt, floor))
             rows.append(row("plugin, MqttVersion 3.1.1 (as the floor)", plugin311, floor))
             rows.append(
