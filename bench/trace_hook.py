@@ -52,7 +52,7 @@ def instrument() -> None:
     wrap(CommandExecutor, "submit", "2 checks done, submit", None)
     wrap(process_module.subprocess, "Popen", "3 worker picked the job", "4 spawned")
     wrap(process_module, "_collect", None, "5 exit noticed, pipes drained")
-    wrap(agent_module, "command_result", "6 reaped, logged", None)
+    wrap(agent_module, "command_result", "6 reaped", None)
     wrap(agent_module.Outbox, "put", None, "7 outbox written")
     wrap(Delivery, "send", None, "8 published (paho queued/written)")
 
