@@ -15,6 +15,7 @@ from typing import Any
 
 from collectd_monitor import process as process_module
 from collectd_monitor.commands import agent as agent_module
+from collectd_monitor.commands import tasks as tasks_module
 from collectd_monitor.commands.agent import RemoteAgent
 from collectd_monitor.commands.delivery import Delivery
 from collectd_monitor.executor import CommandExecutor
@@ -52,7 +53,7 @@ def instrument() -> None:
     wrap(CommandExecutor, "submit", "2 checks done, submit", None)
     wrap(process_module.subprocess, "Popen", "3 worker picked the job", "4 spawned")
     wrap(process_module, "_collect", None, "5 exit noticed, pipes drained")
-    wrap(agent_module, "command_result", "6 reaped", None)
+    wrap(tasks_module, "command_result", "6 reaped", None)
     wrap(agent_module.Outbox, "put", None, "7 outbox written")
     wrap(Delivery, "send", None, "8 published (paho queued/written)")
 

@@ -31,15 +31,16 @@ from collectd_monitor.commands.protocol import (
 from collectd_monitor.commands.refusals import RefusalGate
 from collectd_monitor.commands.security import FreshnessCheck, SignatureCheck
 from collectd_monitor.commands.seen import SeenTasks, message_digest
+from collectd_monitor.commands.tasks import command_job
 from collectd_monitor.commands.transport import Link, MqttLink
 from collectd_monitor.config import MonitorConfig, lookup_command
 from collectd_monitor.configwatch import Change, ConfigWatch
 from collectd_monitor.errors import ProtocolError
-from collectd_monitor.executor import RUNNING_NOTICE, Busy, CommandExecutor, Job, Outcome
+from collectd_monitor.executor import Busy, CommandExecutor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteAgent", "ReplyTo", "command_result", "presence", "presence_host"]
+__all__ = ["RemoteAgent", "ReplyTo", "presence", "presence_host"]
 """``presence`` and ``presence_host`` live in :mod:`.presence`; kept importable here."""
 
 REPLACER_SERVICE = "collectd"
@@ -317,37 +318,14 @@ class RemoteAgent:
             )
         spec = lookup_command(self.config, request.service, request.command, request.task_id)
         task_id = request.task_id
-
-        # The log stays off the result's path: a quick command logs one line, after its result.
-        def started() -> None:
-            self.outbox.flusher.expect()  # the moment to wake it: the command is running
-            log.debug("task %s: running %s", task_id, spec.label)
-
-        def long_run() -> None:
-            log.info("task %s: running %s (for %g s now)", task_id, spec.label, RUNNING_NOTICE)
-
-        def done(outcome: Outcome) -> None:
-            self.outbox.flusher.later(lambda: ended(outcome))
-            self.publish(command_result(task_id, outcome), reply)
-
-        def ended(outcome: Outcome) -> None:
-            level = logging.INFO if outcome.code == 0 else logging.WARNING
-            log.log(
-                level,
-                "task %s: %s ended with code %d (%s) in %.0f ms",
-                task_id,
-                spec.label,
-                outcome.code,
-                describe(outcome.code),
-                outcome.duration * 1000,
-            )
-            if outcome.errors and outcome.code != 0:
-                log.info("task %s: %s stderr: %s", task_id, spec.label, outcome.errors[:500])
-
+        job = command_job(
+            task_id,
+            spec,
+            publish=lambda result: self.publish(result, reply),
+            flusher=self.outbox.flusher,
+        )
         try:
-            self.executor.submit(
-                Job(spec=spec, on_done=done, on_start=started, on_long_run=long_run)
-            )
+            self.executor.submit(job)
         except Busy as exc:
             raise ProtocolError(ResultCode.BUSY, f"not run: {exc}", task_id) from None
 
@@ -424,9 +402,3 @@ def subscription_qos(qos: int) -> int:
     paho keeps its QoS 2 state in memory only.
     """
     return min(qos, 1)
-
-
-def command_result(task_id: int, outcome: Outcome) -> Result:
-    """A command's result: stdout in ``message`` (as the original), stderr beside it."""
-    stderr = "" if outcome.start_failed else outcome.errors
-    return Result(task_id=task_id, code=outcome.code, message=outcome.message, stderr=stderr)
