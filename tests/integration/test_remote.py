@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -443,3 +445,15 @@ def test_config_push_without_the_replacer_is_not_implemented(monitor, peer):
     result = p.result_for(m.result_topic, task_id)
     assert result["code"] == ResultCode.NOT_IMPLEMENTED
     assert m.collectd.pid() is not None
+
+
+def test_the_demo_shows_the_whole_loop_and_leaves_nothing_running():
+    done = cli("demo", timeout=120)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    assert '"message": "Hello World!", "code": 0' in done.stdout
+    assert "hello/exec ended with code 0 (success)" in said  # the task's end line
+    assert "collectd stopped in" in said and "mosquitto stopped" in said
+    match = re.search(r"collectd running \(pid (\d+)\)", said)
+    assert match is not None, said
+    assert not Path(f"/proc/{match[1]}").exists()

@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
             f"send-command exited {sent.returncode} after {elapsed * 1000:.0f} ms "
             "(process start included)"
         )
+        try:  # the task's end line follows its result by a few milliseconds
+            collectd.wait_log(r"hello/exec ended with code", timeout=5)
+        except TimeoutError:
+            say("the plugin has not logged the end of the task")
         log_lines = [
             line for line in collectd.log_text().splitlines() if "collectd_monitor" in line
         ]
