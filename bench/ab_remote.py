@@ -6,10 +6,11 @@
 TREE_A and TREE_B are ``src`` directories (this checkout's, a git worktree's):
 two collectds on one throwaway mosquitto, each importing ``collectd_monitor``
 from its own tree, and ``bench_remote.py``'s floor responder, measured in turns
-of ``--chunk`` round trips so that the machine's drift moves all three alike.
-Prints each p50 (and its ratio to the floor) and B - A. The same tree twice
-gives the method's own noise: a few microseconds on the quiet 2-core machine,
-where a change worth keeping moves p50 by tens.
+of ``--chunk`` round trips so that the machine's drift moves all three alike,
+A before B in one turn and B before A in the next. Prints each p50 (and its
+ratio to the floor) and B - A. The same tree twice gives the method's own
+noise: between -19 and +30 µs in five runs of 900 round trips on the quiet
+2-core machine, so a difference smaller than that says nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def start(
     return collectd.start(wait_log="connected to")
 
 
+def turns(
+    broker: Broker, targets: list[tuple[str, str]], count: int, chunk: int
+) -> list[list[float]]:
+    """Like ``bench_remote.interleaved``, the two last targets swapping places each turn."""
+    for topics in targets:
+        bench_remote.plugin_round_trips(broker, 20, topics)  # warm-up
+    samples: list[list[float]] = [[] for _ in targets]
+    order = list(range(len(targets)))
+    while len(samples[0]) < count:
+        size = min(chunk, count - len(samples[0]))
+        for index in order:
+            samples[index].extend(bench_remote.plugin_round_trips(broker, size, targets[index]))
+        order[-2:] = order[-1], order[-2]
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("tree_a")
@@ -78,7 +95,7 @@ def main() -> None:
             b = start(workdir, broker, "b", args.tree_b, topics_b, args.mqtt_version)
             try:
                 with bench_remote.responder(broker) as floor_topics:
-                    floor, got_a, got_b = bench_remote.interleaved(
+                    floor, got_a, got_b = turns(
                         broker, [floor_topics, topics_a, topics_b], args.requests, args.chunk
                     )
             finally:
