@@ -16,7 +16,6 @@ noise: between -19 and +30 µs in five runs of 900 round trips on the quiet
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -42,20 +41,7 @@ class TreeCollectd(Collectd):
 def start(
     workdir: Path, broker: Broker, name: str, tree: str, topics: tuple[str, str], version: str
 ) -> Collectd:
-    config = workdir / f"{name}.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Host": broker.host,
-                "CommandTopic": topics[0],
-                "CommandResultTopic": topics[1],
-                "MqttVersion": version,
-                "ClientId": f"ab-{name}",
-                "StateDir": str(workdir / name / "state"),
-                "Services": {"bench": {"commands": {"true": ["/bin/true"]}}},
-            }
-        )
-    )
+    config = bench_remote.monitor_config(workdir, broker, name, topics, version)
     modules = {"collectd_monitor.remote": {"MonitorConfigPath": str(config)}}
     collectd = TreeCollectd(workdir / name, modules=modules, hostname=name)
     collectd.tree = str(Path(tree).resolve())

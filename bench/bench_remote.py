@@ -106,14 +106,10 @@ def row(name: str, samples: list[float], floor: list[float] | None = None) -> st
     )
 
 
-def start_monitor(
-    workdir: Path,
-    broker: Broker,
-    name: str,
-    plugin: bool = True,
-    topics: tuple[str, str] = (COMMAND_TOPIC, RESULT_TOPIC),
-    mqtt_version: str = "auto",
-) -> Collectd:
+def monitor_config(
+    workdir: Path, broker: Broker, name: str, topics: tuple[str, str], mqtt_version: str
+) -> Path:
+    """The config.json of bench plugin ``name``: ``true`` and ``hang`` on ``topics``."""
     config = workdir / f"{name}.json"
     config.write_text(
         json.dumps(
@@ -128,6 +124,18 @@ def start_monitor(
             }
         )
     )
+    return config
+
+
+def start_monitor(
+    workdir: Path,
+    broker: Broker,
+    name: str,
+    plugin: bool = True,
+    topics: tuple[str, str] = (COMMAND_TOPIC, RESULT_TOPIC),
+    mqtt_version: str = "auto",
+) -> Collectd:
+    config = monitor_config(workdir, broker, name, topics, mqtt_version)
     modules = {"collectd_monitor.remote": {"MonitorConfigPath": str(config)}} if plugin else {}
     collectd = Collectd(workdir / name, modules=modules, hostname=name)
     return collectd.start(wait_log="connected to" if plugin else "Initialization complete")

@@ -179,21 +179,9 @@ def run_command(
             extra_groups=identity.extra_groups,
         )
     except KeyError as exc:
-        return Outcome(
-            code=ResultCode.COMMAND_START_FAILED,
-            output="",
-            errors=f"cannot start {spec.label}: unknown user or group {exc}",
-            start_failed=True,
-            duration=time.monotonic() - started,
-        )
+        return _not_started(f"cannot start {spec.label}: unknown user or group {exc}", started)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        return Outcome(
-            code=ResultCode.COMMAND_START_FAILED,
-            output="",
-            errors=f"cannot start {spec.label}: {exc}",
-            start_failed=True,
-            duration=time.monotonic() - started,
-        )
+        return _not_started(f"cannot start {spec.label}: {exc}", started)
     handle.attach(proc)
     out, err = _Capture(max_output), _Capture(max_output)
     deadline = started + timeout
@@ -227,6 +215,16 @@ def run_command(
         truncated=out.total > out.limit,
         timed_out=timed_out and not handle.aborted,
         aborted=handle.aborted,
+        duration=time.monotonic() - started,
+    )
+
+
+def _not_started(why: str, started: float) -> Outcome:
+    return Outcome(
+        code=ResultCode.COMMAND_START_FAILED,
+        output="",
+        errors=why,
+        start_failed=True,
         duration=time.monotonic() - started,
     )
 

@@ -279,59 +279,55 @@ def test_broker_killed_while_a_command_runs(monitor, tmp_path, certs):
         broker.stop()
 
 
-def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, fresh_broker, peer):
+def strand_a_result(monitor, broker, peer, line: str):
+    """Run ``line`` and stop the broker while it runs: its result waits in the outbox.
+
+    Returns the monitor, the command message and the outbox's state directory.
+    """
     m = monitor(
         {"LogLevel": "debug"},  # "task N: running" is a debug line
-        broker=fresh_broker,
-        services={"svc": {"commands": {"slow": "sleep 2; echo late"}}},
-    )
-    p = peer(m)
-    message = command_message("svc", "slow")
-    p.send(m.command_topic, message)
-    m.collectd.wait_log(f"task {message['task_id']}: running")
-    p.close()
-    fresh_broker.stop()
-    outbox = m.collectd.directory / "state"
-    wait_for(lambda: waiting_in(outbox), 10, what="the result in the outbox")
-    m.collectd.stop()
-    assert waiting_in(outbox), "the unsent result must survive the stop"
-    fresh_broker.start()
-    p2 = peer(m)
-    offset = len(m.log())
-    m.collectd.start()
-    m.collectd.wait_log("kept in the outbox", start=offset)
-    result = p2.result_for(m.result_topic, message["task_id"])
-    assert (result["code"], result["message"]) == (0, "late")
-    wait_for(lambda: not waiting_in(outbox), 10, what="an empty outbox")
-
-
-def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, fresh_broker, peer):
-    """SIGKILL, no shutdown callback: the result in the outbox (page cache) goes out on restart."""
-    m = monitor(
-        {"LogLevel": "debug"},  # "task N: running" is a debug line
-        broker=fresh_broker,
-        services={"svc": {"commands": {"job": "sleep 1; echo kept"}}},
+        broker=broker,
+        services={"svc": {"commands": {"job": line}}},
     )
     p = peer(m)
     message = command_message("svc", "job")
     p.send(m.command_topic, message)
     m.collectd.wait_log(f"task {message['task_id']}: running")
     p.close()
-    fresh_broker.stop()  # the result cannot be delivered: it waits in the outbox
+    broker.stop()  # the result cannot be delivered: it waits in the outbox
     state = m.collectd.directory / "state"
     wait_for(lambda: waiting_in(state), 10, what="the result in the outbox")
-    pid = m.collectd.pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    m.collectd.stop()  # reaps it
-    fresh_broker.start()
+    return m, message, state
+
+
+def restart_and_receive(m, broker, peer, message, state, expected: str) -> int:
+    """Start broker and collectd again; the kept result arrives. Returns the log offset."""
+    broker.start()
     p2 = peer(m)
     offset = len(m.log())
     m.collectd.start()
     m.collectd.wait_log("kept in the outbox", start=offset)
     result = p2.result_for(m.result_topic, message["task_id"])
-    assert (result["code"], result["message"]) == (0, "kept")
+    assert (result["code"], result["message"]) == (0, expected)
     wait_for(lambda: not waiting_in(state), 10, what="an empty outbox")
+    return offset
+
+
+def test_a_result_in_the_outbox_is_published_after_a_collectd_restart(monitor, fresh_broker, peer):
+    m, message, outbox = strand_a_result(monitor, fresh_broker, peer, "sleep 2; echo late")
+    m.collectd.stop()
+    assert waiting_in(outbox), "the unsent result must survive the stop"
+    restart_and_receive(m, fresh_broker, peer, message, outbox, "late")
+
+
+def test_a_result_survives_collectd_killed_right_after_the_command_ran(monitor, fresh_broker, peer):
+    """SIGKILL, no shutdown callback: the result in the outbox (page cache) goes out on restart."""
+    m, message, state = strand_a_result(monitor, fresh_broker, peer, "sleep 1; echo kept")
+    pid = m.collectd.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    m.collectd.stop()  # reaps it
+    offset = restart_and_receive(m, fresh_broker, peer, message, state, "kept")
     assert "unusable" not in m.log()[offset:]
 
 
